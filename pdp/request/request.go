@@ -1,0 +1,33 @@
+// Package request holds the gateway-agnostic description of one API request
+// and turns what a gateway sent (Raw) into the normalized form the rest of the
+// pipeline and the policy see (Request).
+//
+// It depends on the standard library only.
+package request
+
+// Raw is a request as a gateway adapter received it, before normalization.
+// Target is the request target in origin form: a path, optionally followed by
+// "?" and a query string, still percent-encoded as it arrived.
+type Raw struct {
+	ID       string
+	Method   string
+	Target   string
+	Host     string
+	Scheme   string
+	Headers  map[string][]string // any case; Normalize lower-cases names
+	SourceIP string
+}
+
+// Request is the normalized request. Every field is safe to hand to a policy
+// once the credential stage has removed the secret it carried.
+type Request struct {
+	ID       string
+	Method   string              // upper case
+	Path     string              // normalized, always starts with "/"
+	Segments []string            // Path split on "/", without empty segments
+	Host     string              // lower case, as given
+	Scheme   string              // lower case; "http" when unknown
+	Query    map[string][]string // decoded query parameters
+	Headers  map[string][]string // lower-case names
+	SourceIP string
+}
