@@ -2,11 +2,16 @@
 // codes the pipeline itself produces (policies add their own).
 package decision
 
+import (
+	"crypto/rand"
+	"encoding/hex"
+)
+
 // Reasons the pipeline produces before or instead of the policy.
 const (
-	ReasonPolicyError = "policy_error" // policy failed, undefined or malformed output
-	ReasonInvalidPath = "invalid_path" // the path cannot be normalized safely
-	ReasonNoPolicy    = "no_policy"    // no policy is active
+	ReasonPolicyError    = "policy_error"    // policy failed, undefined or malformed output
+	ReasonInvalidRequest = "invalid_request" // method or path cannot be normalized safely
+	ReasonNoPolicy       = "no_policy"       // no policy is active
 )
 
 // Decision is the answer to "may this request through?".
@@ -25,4 +30,11 @@ type Decision struct {
 // Deny builds a deny decision with the given status and reasons.
 func Deny(status int, reasons ...string) Decision {
 	return Decision{Allow: false, Status: status, Reasons: reasons, Headers: map[string]string{}}
+}
+
+// NewID returns a random 128-bit decision identifier in hex.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (it crashes the program instead)
+	return hex.EncodeToString(b[:])
 }

@@ -1,0 +1,193 @@
+package oidcjwt
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/pdp/authn"
+)
+
+// maxNumericDate bounds exp, nbf and iat (about the year 36812): beyond it a
+// value is nonsense, and converting it to time.Time would overflow.
+const maxNumericDate = 1 << 40
+
+// check runs the checks go-oidc leaves open on the verified payload and
+// builds the identity. The header values in tok are verified too: the
+// signature covers the header exactly as precheck decoded it.
+func (a *Authenticator) check(iss *issuer, tok unverified, payload []byte) (*authn.Identity, string) {
+	claims, ok := decodeClaims(payload)
+	if !ok {
+		return nil, authn.ReasonInvalid
+	}
+	now := a.now()
+
+	exp, present, ok := numericDate(claims, "exp")
+	switch {
+	case !present:
+		return nil, authn.ReasonMissingExpiry
+	case !ok:
+		return nil, authn.ReasonInvalid
+	case now.After(exp.Add(a.skew)):
+		return nil, authn.ReasonExpired
+	}
+	for _, name := range [...]string{"nbf", "iat"} {
+		t, present, ok := numericDate(claims, name)
+		switch {
+		case !present:
+		case !ok:
+			return nil, authn.ReasonInvalid
+		case t.After(now.Add(a.skew)):
+			return nil, authn.ReasonNotYetValid
+		}
+	}
+
+	auds, ok := stringOrList(claims["aud"])
+	if !ok {
+		return nil, authn.ReasonInvalid
+	}
+	if !containsAny(auds, iss.audiences) {
+		return nil, authn.ReasonAudience
+	}
+
+	if iss.requireType != "" && (!tok.hasTyp || !typeMatches(tok.typ, iss.requireType)) {
+		return nil, authn.ReasonTokenType
+	}
+
+	sub, _ := claims["sub"].(string)
+	if sub == "" {
+		return nil, authn.ReasonInvalid
+	}
+	if got, _ := claims["iss"].(string); got != iss.name { // go-oidc checked; keep it explicit
+		return nil, authn.ReasonInvalid
+	}
+
+	return &authn.Identity{
+		Kind:    authn.KindUser,
+		Subject: sub,
+		Issuer:  iss.name,
+		Claims:  claims,
+		Scopes:  scopes(claims),
+		Roles:   roles(claims),
+	}, ""
+}
+
+// decodeClaims decodes the verified payload, numbers as json.Number.
+func decodeClaims(payload []byte) (map[string]any, bool) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, false
+	}
+	return claims, true
+}
+
+// numericDate reads a NumericDate claim: seconds since the epoch, possibly
+// fractional. present is false when the claim is absent; ok is false when
+// it is not a number in range.
+func numericDate(claims map[string]any, name string) (t time.Time, present, ok bool) {
+	v, present := claims[name]
+	if !present {
+		return time.Time{}, false, false
+	}
+	n, isNum := v.(json.Number)
+	if !isNum {
+		return time.Time{}, true, false
+	}
+	f, err := n.Float64()
+	if err != nil || math.IsNaN(f) || f > maxNumericDate || f < -maxNumericDate {
+		return time.Time{}, true, false
+	}
+	if i, err := n.Int64(); err == nil {
+		return time.Unix(i, 0), true, true
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true, true
+}
+
+// stringOrList reads a claim that is a string or a list of strings. An
+// absent claim is an empty list.
+func stringOrList(v any) ([]string, bool) {
+	switch v := v.(type) {
+	case nil:
+		return nil, true
+	case string:
+		return []string{v}, true
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func containsAny(have, want []string) bool {
+	for _, h := range have {
+		for _, w := range want {
+			if h == w {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// scopes reads "scope" (space separated) and "scp" (a list, or a space
+// separated string as some providers send it), without duplicates.
+func scopes(claims map[string]any) []string {
+	var out []string
+	add := func(s string) {
+		for _, have := range out {
+			if have == s {
+				return
+			}
+		}
+		out = append(out, s)
+	}
+	if s, ok := claims["scope"].(string); ok {
+		for _, f := range strings.Fields(s) {
+			add(f)
+		}
+	}
+	switch v := claims["scp"].(type) {
+	case string:
+		for _, f := range strings.Fields(v) {
+			add(f)
+		}
+	case []any:
+		for _, e := range v {
+			if s, ok := e.(string); ok && s != "" {
+				add(s)
+			}
+		}
+	}
+	return out
+}
+
+// roles reads "roles": a list of strings, or one string (one role).
+func roles(claims map[string]any) []string {
+	switch v := claims["roles"].(type) {
+	case string:
+		if v != "" {
+			return []string{v}
+		}
+	case []any:
+		var out []string
+		for _, e := range v {
+			if s, ok := e.(string); ok && s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}

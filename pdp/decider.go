@@ -1,0 +1,176 @@
+// Package pdp is Tollgate's embeddable policy decision point.
+//
+// A Decider runs the pipeline for one request, top to bottom:
+//
+//	normalize (pdp/request) → find the credential (pdp/credential) →
+//	authenticate (pdp/authn/...) → evaluate the policy (pdp/policy) → decision
+//
+// Gateway adapters (pdp/adapter/...) and the HTTP server (pdp/server) turn a
+// wire request into a request.Raw and the decision.Decision back into their
+// wire format. A Go program can call Decide directly.
+package pdp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/tollgate/tollgate/pdp/authn"
+	"github.com/tollgate/tollgate/pdp/credential"
+	"github.com/tollgate/tollgate/pdp/decision"
+	"github.com/tollgate/tollgate/pdp/policy"
+	"github.com/tollgate/tollgate/pdp/request"
+)
+
+// Config is what a Decider is built from. Engine is required; the rest has
+// safe defaults (no authenticators means every credential is invalid).
+type Config struct {
+	// Engine evaluates the active policy. Required.
+	Engine *policy.Engine
+	// Credentials says where credentials are looked for; the zero value
+	// means credential.DefaultLocations().
+	Credentials *credential.Locations
+	// Authenticators are tried in order; the first that does not answer
+	// NotApplicable decides.
+	Authenticators []authn.Authenticator
+	// Logger receives operational logs (verifier failures, policy errors).
+	// Nil discards them.
+	Logger *slog.Logger
+	// DecisionLog, when non-nil, receives one entry per decision. Entries
+	// never hold a raw credential, only its fingerprint.
+	DecisionLog *slog.Logger
+}
+
+// Decider answers "may this request through?". It is safe for concurrent use.
+type Decider struct {
+	engine *policy.Engine
+	finder credential.Finder
+	authns []authn.Authenticator
+	log    *slog.Logger
+	declog *slog.Logger
+}
+
+// New validates cfg and builds a Decider. It has no side effects.
+func New(cfg Config) (*Decider, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("pdp: config: Engine is required")
+	}
+	loc := credential.DefaultLocations()
+	if cfg.Credentials != nil {
+		loc = *cfg.Credentials
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Decider{
+		engine: cfg.Engine,
+		finder: credential.NewFinder(loc),
+		authns: cfg.Authenticators,
+		log:    log,
+		declog: cfg.DecisionLog,
+	}, nil
+}
+
+// Ready reports whether a policy is active, i.e. whether decisions can allow.
+func (d *Decider) Ready() bool { return d.engine.Ready() }
+
+// Decide runs the pipeline for one request and returns its decision. It
+// never fails: every error becomes a deny with a reason (fail closed), and
+// the decision always carries an ID and the policy revision.
+func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision {
+	if raw.ID == "" {
+		raw.ID = decision.NewID()
+	}
+	req, err := request.Normalize(raw)
+	if err != nil {
+		dec := decision.Deny(400, decision.ReasonInvalidRequest)
+		dec.ID, dec.PolicyRevision = raw.ID, d.engine.Revision()
+		d.record(ctx, dec, nil, credential.None(), "", slog.String("error", err.Error()))
+		return dec
+	}
+
+	cred := d.finder.Find(req)
+	in := policy.Input{Request: req, Credential: cred}
+	in.Status, in.Error, in.Identity = d.authenticate(ctx, cred)
+
+	dec, err := d.engine.Evaluate(ctx, in)
+	if err != nil {
+		d.log.LogAttrs(ctx, slog.LevelError, "policy evaluation failed; denying",
+			slog.String("decision_id", req.ID), slog.String("policy_revision", dec.PolicyRevision), slog.Any("error", err))
+	}
+	dec.ID = req.ID
+	d.record(ctx, dec, req, cred, in.Status, identityAttrs(in.Identity)...)
+	return dec
+}
+
+// authenticate turns the credential into a status, an error code and, when
+// valid, an identity.
+func (d *Decider) authenticate(ctx context.Context, cred credential.Credential) (string, string, *authn.Identity) {
+	switch {
+	case cred.Type == credential.TypeNone:
+		return policy.StatusAbsent, "", nil
+	case cred.Problem != "":
+		return policy.StatusInvalid, cred.Problem, nil
+	}
+	for _, a := range d.authns {
+		out, err := a.Authenticate(ctx, cred)
+		if err != nil {
+			d.log.LogAttrs(ctx, slog.LevelError, "credential verification failed; denying",
+				slog.String("credential_type", string(cred.Type)), slog.String("fingerprint", cred.Secret.Fingerprint()), slog.Any("error", err))
+			return policy.StatusInvalid, authn.ReasonUnavailable, nil
+		}
+		switch out.Result {
+		case authn.Authenticated:
+			if out.Identity == nil {
+				return policy.StatusInvalid, authn.ReasonInvalid, nil
+			}
+			return policy.StatusValid, "", out.Identity
+		case authn.Rejected:
+			return policy.StatusInvalid, out.Reason, nil
+		}
+	}
+	return policy.StatusInvalid, "no_authenticator", nil
+}
+
+// record writes the decision log entry, if the decision log is on.
+func (d *Decider) record(ctx context.Context, dec decision.Decision, req *request.Request, cred credential.Credential, status string, extra ...slog.Attr) {
+	if d.declog == nil || !d.declog.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("decision_id", dec.ID),
+		slog.Bool("allow", dec.Allow),
+		slog.Int("status", dec.Status),
+		slog.Any("reasons", dec.Reasons),
+		slog.String("policy_revision", dec.PolicyRevision),
+	}
+	if req != nil {
+		attrs = append(attrs,
+			slog.String("method", req.Method),
+			slog.String("path", req.Path),
+			slog.String("source_ip", req.SourceIP))
+	}
+	attrs = append(attrs, slog.Group("credential",
+		slog.String("type", string(cred.Type)),
+		slog.String("placement", string(cred.Placement)),
+		slog.String("name", cred.Name),
+		slog.String("status", status),
+		slog.String("fingerprint", cred.Secret.Fingerprint())))
+	attrs = append(attrs, extra...)
+	d.declog.LogAttrs(ctx, slog.LevelInfo, "decision", attrs...)
+}
+
+func identityAttrs(id *authn.Identity) []slog.Attr {
+	if id == nil {
+		return nil
+	}
+	return []slog.Attr{slog.Group("identity",
+		slog.String("kind", string(id.Kind)),
+		slog.String("subject", id.Subject),
+		slog.String("issuer", id.Issuer),
+		slog.String("key_id", id.KeyID))}
+}
+
+// Revision is the active policy's revision, "" when none is active.
+func (d *Decider) Revision() string { return d.engine.Revision() }

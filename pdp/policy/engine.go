@@ -1,0 +1,339 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/bundle"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"github.com/tollgate/tollgate/pdp/decision"
+)
+
+// DefaultQuery is the decision query of the public contract.
+const DefaultQuery = "data.tollgate.authz.decision"
+
+// Errors Evaluate wraps, so a caller can tell why a policy failed with
+// errors.Is. Each comes with a deny (status 500, decision.ReasonPolicyError).
+var (
+	// ErrNoPolicy: no bundle has been activated yet.
+	ErrNoPolicy = errors.New("no policy is active")
+	// ErrInvalidInput: the pipeline built an input the contract does not
+	// allow (unknown status, valid without identity, no request, claims that
+	// are not JSON).
+	ErrInvalidInput = errors.New("invalid policy input")
+	// ErrEvaluation: the policy failed at run time (a conflict between rule
+	// values, a cancelled context, ...). The wrapped error is OPA's; when the
+	// context ended, its error is wrapped too.
+	ErrEvaluation = errors.New("policy evaluation failed")
+	// ErrUndefined: the decision query is undefined for this input.
+	ErrUndefined = errors.New("policy decision is undefined")
+	// ErrMalformedDecision: the query yielded more than one result or a
+	// decision document that breaks the contract.
+	ErrMalformedDecision = errors.New("policy decision is malformed")
+)
+
+// Errors Activate wraps, beside OPA's own compile errors (ast.Errors).
+var (
+	// ErrInvalidQuery: Options.Query does not parse or is not one expression.
+	ErrInvalidQuery = errors.New("invalid decision query")
+	// ErrNoDecisionRule: the bundle defines nothing at the decision query's
+	// path, so every decision would fail; usually a mistyped package.
+	ErrNoDecisionRule = errors.New("bundle defines no decision")
+)
+
+// bundleName names the one bundle an engine holds, inside OPA's store.
+const bundleName = "tollgate"
+
+// Options configure an Engine. The zero value is all defaults.
+type Options struct {
+	// Query is the decision query; DefaultQuery when empty. It must be one
+	// expression whose value is the decision document.
+	Query string
+	// Logger receives activation logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Validate checks the options without building anything.
+func (o Options) Validate() error {
+	if _, err := o.parseQuery(); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	return nil
+}
+
+func (o Options) query() string {
+	if o.Query == "" {
+		return DefaultQuery
+	}
+	return o.Query
+}
+
+func (o Options) parseQuery() (ast.Body, error) {
+	body, err := ast.ParseBodyWithOpts(o.query(), ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %w", ErrInvalidQuery, o.query(), err)
+	}
+	if len(body) != 1 {
+		return nil, fmt.Errorf("%w %q: want one expression, got %d", ErrInvalidQuery, o.query(), len(body))
+	}
+	return body, nil
+}
+
+// program is one activated bundle: its prepared query and revision. It is
+// never modified once built.
+type program struct {
+	query    rego.PreparedEvalQuery
+	revision string
+}
+
+// Engine holds the active policy program and evaluates decisions with it.
+//
+// Evaluate, Revision and Ready are safe for concurrent use with each other
+// and with Activate. Activate calls are serialized, so activations take
+// effect in the order they are made.
+type Engine struct {
+	opts Options
+	log  *slog.Logger
+
+	activating sync.Mutex // serializes Activate
+	active     atomic.Pointer[program]
+}
+
+// NewEngine returns an engine with no active policy: until Activate
+// succeeds, Ready is false and every decision is a deny. It has no side
+// effects; an invalid Options.Query is reported by Activate (or earlier by
+// Options.Validate).
+func NewEngine(opts Options) *Engine {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{opts: opts, log: log}
+}
+
+// Activate compiles b's modules and data, prepares the decision query once,
+// and makes the result the active program in one atomic swap. Evaluations
+// already running finish on the program they started with.
+//
+// When the bundle does not parse or compile, defines nothing at the query's
+// path, or the query cannot be prepared against it, Activate returns an error
+// (wrapping OPA's ast.Errors where there are some) and the previous program
+// stays active. b is not modified. The revision is b.Manifest.Revision.
+func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle) error {
+	if b == nil {
+		return errors.New("policy: activate: no bundle")
+	}
+	rev := b.Manifest.Revision
+
+	e.activating.Lock()
+	defer e.activating.Unlock()
+	p, err := e.compile(ctx, b)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		e.log.LogAttrs(ctx, slog.LevelError, "policy bundle rejected; previous policy stays active",
+			slog.String("revision", rev), slog.String("active_revision", e.Revision()), slog.Any("error", err))
+		return fmt.Errorf("policy: activate revision %q: %w", rev, err)
+	}
+	prev := e.active.Swap(p)
+	if rev == "" {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "policy bundle has no revision; decisions will not name the policy that made them")
+	}
+	attrs := []slog.Attr{slog.String("revision", rev), slog.Int("modules", len(b.Modules))}
+	if prev != nil {
+		attrs = append(attrs, slog.String("previous_revision", prev.revision))
+	}
+	e.log.LogAttrs(ctx, slog.LevelInfo, "policy activated", attrs...)
+	return nil
+}
+
+// compile builds the program for b without touching the active one.
+func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error) {
+	query, err := e.opts.parseQuery()
+	if err != nil {
+		return nil, err
+	}
+	cp, err := prepareBundle(b)
+	if err != nil {
+		return nil, err
+	}
+
+	var compiler *ast.Compiler
+	r := rego.New(
+		rego.ParsedQuery(query.Copy()), // preparing rewrites the query in place
+		rego.ParsedBundle(bundleName, cp),
+		rego.SetRegoVersion(ast.RegoV1),
+		// Keep data as AST values in the store, so an evaluation does not
+		// convert the bundle's data (route tables) on every read.
+		rego.StoreReadAST(true),
+		// Hand results back as AST values; decode reads them directly.
+		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
+		rego.CompilerHook(func(c *ast.Compiler) { compiler = c }),
+	)
+	pq, err := r.PrepareForEval(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDecisionDefined(query, compiler, cp); err != nil {
+		return nil, err
+	}
+	return &program{query: pq, revision: b.Manifest.Revision}, nil
+}
+
+// prepareBundle returns a shallow copy of b that OPA can activate without
+// touching b: its manifest has roots (OPA requires them) and every module is
+// parsed.
+func prepareBundle(b *bundle.Bundle) (*bundle.Bundle, error) {
+	cp := *b
+	cp.Manifest = b.Manifest.Copy() // Copy sets default roots when there are none
+	cp.Modules = make([]bundle.ModuleFile, len(b.Modules))
+	copy(cp.Modules, b.Modules)
+	for i := range cp.Modules {
+		mf := &cp.Modules[i]
+		if mf.Parsed != nil {
+			continue
+		}
+		v, err := cp.RegoVersionForFile(mf.Path, ast.RegoV1)
+		if err != nil {
+			return nil, err
+		}
+		mf.Parsed, err = ast.ParseModuleWithOpts(mf.Path, string(mf.Raw), ast.ParserOptions{RegoVersion: v, ProcessAnnotation: true})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return &cp, nil
+}
+
+// checkDecisionDefined refuses a bundle in which the decision query is a
+// plain reference into data that neither a rule nor the bundle's data
+// defines: such a bundle could only ever answer policy_error. Other queries
+// are not checked.
+func checkDecisionDefined(query ast.Body, c *ast.Compiler, b *bundle.Bundle) error {
+	t, ok := query[0].Terms.(*ast.Term)
+	if !ok {
+		return nil
+	}
+	ref, ok := t.Value.(ast.Ref)
+	if !ok || !ref.HasPrefix(ast.DefaultRootRef) || !ref.IsGround() {
+		return nil
+	}
+	if c != nil && len(c.GetRules(ref)) > 0 {
+		return nil
+	}
+	if len(b.Raw) > 0 || dataHas(b.Data, ref[1:]) {
+		return nil // lazily loaded data cannot be checked here
+	}
+	return fmt.Errorf("%w at %v", ErrNoDecisionRule, ref)
+}
+
+// dataHas reports whether data holds a value at path (string keys only).
+func dataHas(data map[string]any, path ast.Ref) bool {
+	var cur any = data
+	for _, t := range path {
+		k, ok := t.Value.(ast.String)
+		m, isMap := cur.(map[string]any)
+		if !ok || !isMap {
+			return false
+		}
+		if cur, ok = m[string(k)]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Revision returns the revision of the active policy, "" when none is active.
+func (e *Engine) Revision() string {
+	if p := e.active.Load(); p != nil {
+		return p.revision
+	}
+	return ""
+}
+
+// Ready reports whether a policy is active.
+func (e *Engine) Ready() bool { return e.active.Load() != nil }
+
+// evalMetrics is shared by every evaluation: nothing reads OPA's per-query
+// metrics, so there is no point allocating them.
+var evalMetrics = metrics.NoOp()
+
+// Evaluate asks the active policy for a decision on in.
+//
+// It reads the active program once, so the whole evaluation sees one policy
+// revision. It fails closed: with no active policy, an invalid input, an
+// evaluation error, an undefined decision, more than one result or a
+// malformed decision document (see ErrMalformedDecision), it returns a deny
+// with status 500 and reason decision.ReasonPolicyError together with an
+// error saying why. Either way the decision names the policy revision (""
+// when none is active) and has non-nil Reasons and Headers. The decision's ID
+// is left to the caller.
+func (e *Engine) Evaluate(ctx context.Context, in Input) (decision.Decision, error) {
+	p := e.active.Load()
+	if p == nil {
+		return failClosed("", fmt.Errorf("policy: %w", ErrNoPolicy))
+	}
+	input, err := in.value()
+	if err != nil {
+		return failClosed(p.revision, fmt.Errorf("policy: revision %q: %w", p.revision, err))
+	}
+	v, err := p.eval(ctx, input)
+	if err != nil {
+		return failClosed(p.revision, fmt.Errorf("policy: revision %q: %w", p.revision, err))
+	}
+	d, err := decode(v)
+	if err != nil {
+		return failClosed(p.revision, fmt.Errorf("policy: revision %q: %w", p.revision, err))
+	}
+	d.PolicyRevision = p.revision
+	return d, nil
+}
+
+// eval runs the prepared query and returns the value of its one result.
+func (p *program) eval(ctx context.Context, input ast.Value) (ast.Value, error) {
+	// Cancel the evaluation when ctx ends, without the goroutine OPA would
+	// otherwise start for every evaluation to watch ctx.
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	defer stop()
+
+	rs, err := p.query.Eval(ctx,
+		rego.EvalParsedInput(input),
+		rego.EvalMetrics(evalMetrics),
+		rego.EvalExternalCancel(cancel),
+	)
+	switch {
+	case err != nil:
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("%w: %w: %w", ErrEvaluation, ctxErr, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrEvaluation, err)
+	case len(rs) == 0:
+		return nil, ErrUndefined
+	case len(rs) > 1:
+		return nil, fmt.Errorf("%w: the query has %d results, want one", ErrMalformedDecision, len(rs))
+	case len(rs[0].Expressions) != 1:
+		return nil, fmt.Errorf("%w: the query has %d expressions, want one", ErrMalformedDecision, len(rs[0].Expressions))
+	}
+	v, ok := rs[0].Expressions[0].Value.(ast.Value)
+	if !ok { // cannot happen: GenerateJSON hands back AST values
+		return nil, fmt.Errorf("%w: result is %T, not an AST value", ErrMalformedDecision, rs[0].Expressions[0].Value)
+	}
+	return v, nil
+}
+
+// failClosed is the deny every policy failure answers, with its cause.
+func failClosed(revision string, err error) (decision.Decision, error) {
+	d := decision.Deny(500, decision.ReasonPolicyError)
+	d.PolicyRevision = revision
+	return d, err
+}

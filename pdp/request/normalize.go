@@ -1,0 +1,451 @@
+package request
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// Limits enforced by Normalize.
+const (
+	// MaxTargetBytes is the longest request target (path and query) Normalize
+	// accepts.
+	MaxTargetBytes = 8192
+	// MaxMethodBytes is the longest method Normalize accepts.
+	MaxMethodBytes = 32
+	// MaxQueryParams is the largest number of query parameters Normalize
+	// accepts. Empty pieces ("a=1&&b=2") are not counted.
+	MaxQueryParams = 100
+)
+
+// maxErrorInput is the most bytes of caller input an error message quotes.
+const maxErrorInput = 100
+
+// ErrInvalidRequest is wrapped by every error Normalize returns. The wrapping
+// error's message says what is wrong; use errors.Is to recognise the class.
+// A request that cannot be normalized must be denied before any policy runs.
+var ErrInvalidRequest = errors.New("invalid request")
+
+// Normalize validates raw and returns the normalized Request the policy sees.
+// It never modifies raw, and the returned Request shares no mutable memory
+// with it (header value slices are copied).
+//
+// Method: trimmed and upper-cased; it must be a non-empty HTTP token
+// (RFC 9110 tchar) of at most MaxMethodBytes bytes.
+//
+// Target: must be in origin form, i.e. start with "/" (asterisk-, absolute-
+// and authority-form are rejected), be at most MaxTargetBytes long and carry
+// no "#" (a fragment is never sent by a client, so one is an error). The
+// query is everything after the first "?".
+//
+// Path (the part before "?"):
+//   - percent-escapes of unreserved characters (ALPHA DIGIT "-" "." "_" "~")
+//     are decoded; every other escape is kept, with upper-case hex ("%2f"
+//     is an error, "%c3%a9" becomes "%C3%A9");
+//   - bytes that may not appear literally in a path (space, `"`, "<", ">",
+//     "[", "]", "^", "`", "{", "|", "}" and non-ASCII bytes) are
+//     percent-encoded, so "/café" and "/caf%C3%A9" normalize alike;
+//   - it is an error when the path holds an invalid escape ("%zz", "%4"), an
+//     encoded slash (%2F) or encoded backslash (%5C), a literal backslash, a
+//     NUL or any other control character (below 0x20, or 0x7F; literal or
+//     encoded), or bytes that are not valid UTF-8 once fully percent-decoded;
+//   - repeated slashes are merged and dot segments removed (RFC 3986
+//     section 5.2.4); "%2E" counts as ".", so "/a/%2e%2e/b" is "/b". A ".."
+//     that would climb above the root is an error, not clamped;
+//   - a segment carrying a path parameter (";") whose part before the first
+//     ";" is empty, "." or ".." is an error: servers such as Tomcat strip
+//     path parameters before resolving dot segments, so "/public/..;/admin"
+//     would reach /admin upstream while looking like /public here;
+//   - a trailing slash is dropped (except for the root "/"), so "/products/"
+//     and "/products" match the same routes.
+//
+// Segments: the normalized path split on "/" without empty parts, each fully
+// percent-decoded ("/a%20b" has the segment "a b"). The root has none.
+//
+// Query: parsed like net/url.ParseQuery, but any error (invalid escape, ";"
+// separator) is returned rather than the parameter dropped, and at most
+// MaxQueryParams parameters are accepted. Query is never nil.
+//
+// Headers: names are trimmed, must be HTTP tokens and are lower-cased; the
+// values of names that differ only in case are merged, in the byte order of
+// the original names. Values are copied as given. Headers is never nil.
+// HTTP/2 pseudo-headers (":authority", ":path", …) are not tokens: adapters
+// must drop them before calling Normalize.
+//
+// Host is trimmed and lower-cased. Scheme is trimmed and lower-cased; it must
+// be "http" or "https", and is "http" when empty. ID and SourceIP are copied.
+//
+// Every error wraps ErrInvalidRequest and quotes at most 100 bytes of the
+// offending input.
+func Normalize(raw Raw) (*Request, error) {
+	method, err := normalizeMethod(raw.Method)
+	if err != nil {
+		return nil, err
+	}
+	rawPath, rawQuery, err := splitTarget(raw.Target)
+	if err != nil {
+		return nil, err
+	}
+	path, segments, err := normalizePath(rawPath)
+	if err != nil {
+		return nil, err
+	}
+	query, err := parseQuery(rawQuery)
+	if err != nil {
+		return nil, err
+	}
+	scheme, err := normalizeScheme(raw.Scheme)
+	if err != nil {
+		return nil, err
+	}
+	headers, err := normalizeHeaders(raw.Headers)
+	if err != nil {
+		return nil, err
+	}
+	return &Request{
+		ID:       raw.ID,
+		Method:   method,
+		Path:     path,
+		Segments: segments,
+		Host:     strings.ToLower(strings.TrimSpace(raw.Host)),
+		Scheme:   scheme,
+		Query:    query,
+		Headers:  headers,
+		SourceIP: raw.SourceIP,
+	}, nil
+}
+
+// invalid returns an error wrapping ErrInvalidRequest.
+func invalid(msg string) error {
+	return fmt.Errorf("%w: %s", ErrInvalidRequest, msg)
+}
+
+// invalidInput returns an error wrapping ErrInvalidRequest that quotes at most
+// maxErrorInput bytes of input.
+func invalidInput(msg, input string) error {
+	suffix := ""
+	if len(input) > maxErrorInput {
+		input, suffix = input[:maxErrorInput], "…"
+	}
+	return fmt.Errorf("%w: %s: %q%s", ErrInvalidRequest, msg, input, suffix)
+}
+
+// Byte classes, see class.
+const (
+	cTchar      = 1 << iota // RFC 9110 tchar
+	cUnreserved             // RFC 3986 unreserved
+	cPathChar               // may appear literally in a normalized path segment (pchar without "%")
+)
+
+// class maps a byte to its cXxx bits.
+var class = func() (t [256]uint8) {
+	const alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	for _, c := range []byte(alnum + "!#$%&'*+-.^_`|~") {
+		t[c] |= cTchar
+	}
+	for _, c := range []byte(alnum + "-._~") {
+		t[c] |= cUnreserved | cPathChar
+	}
+	for _, c := range []byte("!$&'()*+,;=:@") { // sub-delims, ":" and "@"
+		t[c] |= cPathChar
+	}
+	return t
+}()
+
+const upperHex = "0123456789ABCDEF"
+
+// isToken reports whether s is a non-empty RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if class[s[i]]&cTchar == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func normalizeMethod(m string) (string, error) {
+	m = strings.TrimSpace(m)
+	switch {
+	case m == "":
+		return "", invalid("empty method")
+	case len(m) > MaxMethodBytes:
+		return "", invalidInput(fmt.Sprintf("method longer than %d bytes", MaxMethodBytes), m)
+	case !isToken(m):
+		return "", invalidInput("method is not an HTTP token", m)
+	}
+	// m is ASCII, so ToUpper is byte-wise and returns m itself when it has no
+	// lower-case letter.
+	return strings.ToUpper(m), nil
+}
+
+func splitTarget(t string) (path, query string, err error) {
+	switch {
+	case t == "":
+		return "", "", invalid("empty request target")
+	case len(t) > MaxTargetBytes:
+		return "", "", invalid(fmt.Sprintf("request target longer than %d bytes", MaxTargetBytes))
+	case t[0] != '/':
+		return "", "", invalidInput("request target is not in origin form (must start with \"/\")", t)
+	case strings.IndexByte(t, '#') >= 0:
+		return "", "", invalidInput("fragment in request target", t)
+	}
+	path, query, _ = strings.Cut(t, "?")
+	return path, query, nil
+}
+
+// segment locates one kept segment of the path being built.
+type segment struct {
+	start, end int    // the segment's text in the output, without its "/"
+	decoded    string // fully decoded text, when it differs from the output text
+	escaped    bool   // decoded is set
+}
+
+// normalizePath normalizes p, which starts with "/", in one pass: each
+// segment is validated, re-encoded canonically and fully decoded as it is
+// read, and dot segments are resolved against a stack of kept segments.
+func normalizePath(p string) (string, []string, error) {
+	// Stack buffers keep the common case to two allocations (the path when
+	// it changed, and the segments slice).
+	var outBuf [256]byte
+	var decBuf [128]byte
+	var segBuf [16]segment
+	out, segs := outBuf[:0], segBuf[:0]
+
+	for i := 0; i < len(p); {
+		if p[i] == '/' {
+			i++ // merges repeated slashes
+			continue
+		}
+		segStart := len(out)
+		out = append(out, '/')
+		dec := decBuf[:0]
+		escaped, nonASCII := false, false
+		for ; i < len(p) && p[i] != '/'; i++ {
+			c := p[i]
+			encoded := c == '%'
+			if encoded {
+				if i+2 >= len(p) || unhex(p[i+1]) > 15 || unhex(p[i+2]) > 15 {
+					end := min(i+3, len(p))
+					return "", nil, invalidInput("invalid percent-encoding in path", p[i:end])
+				}
+				c = unhex(p[i+1])<<4 | unhex(p[i+2])
+				i += 2
+			}
+			switch {
+			case c == '/':
+				return "", nil, invalidInput("encoded slash in path segment", p)
+			case c == '\\' && encoded:
+				return "", nil, invalidInput("encoded backslash in path", p)
+			case c == '\\':
+				return "", nil, invalidInput("backslash in path", p)
+			case c == 0:
+				return "", nil, invalidInput("NUL byte in path", p)
+			case c < 0x20 || c == 0x7f:
+				return "", nil, invalidInput("control character in path", p)
+			}
+			if class[c]&cUnreserved != 0 || (!encoded && class[c]&cPathChar != 0) {
+				out = append(out, c)
+			} else {
+				out = append(out, '%', upperHex[c>>4], upperHex[c&0xf])
+				escaped = true
+			}
+			if c >= utf8.RuneSelf {
+				nonASCII = true
+			}
+			dec = append(dec, c)
+		}
+		if nonASCII && !utf8.Valid(dec) {
+			return "", nil, invalidInput("invalid UTF-8 in path", p)
+		}
+		if isDots(dec) {
+			out = out[:segStart]
+			if len(dec) == 2 { // ".."
+				if len(segs) == 0 {
+					return "", nil, invalidInput("dot segment climbs above the root", p)
+				}
+				out = out[:segs[len(segs)-1].start-1]
+				segs = segs[:len(segs)-1]
+			}
+			continue
+		}
+		for j, c := range dec {
+			if c == ';' {
+				if isDots(dec[:j]) || j == 0 {
+					return "", nil, invalidInput("path parameter on an empty or dot segment", p)
+				}
+				break
+			}
+		}
+		s := segment{start: segStart + 1, end: len(out)}
+		if escaped {
+			s.decoded, s.escaped = string(dec), true
+		}
+		segs = append(segs, s)
+	}
+
+	var path string
+	switch {
+	case len(out) == 0:
+		path = "/"
+	case string(out) == p: // no allocation for the comparison
+		path = p
+	default:
+		path = string(out)
+	}
+	segments := make([]string, len(segs))
+	for k, s := range segs {
+		if s.escaped {
+			segments[k] = s.decoded
+		} else {
+			segments[k] = path[s.start:s.end]
+		}
+	}
+	return path, segments, nil
+}
+
+// isDots reports whether b is "." or "..".
+func isDots(b []byte) bool {
+	return (len(b) == 1 && b[0] == '.') || (len(b) == 2 && b[0] == '.' && b[1] == '.')
+}
+
+// unhex returns the value of the hex digit c, or 255 when c is not one.
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10
+	}
+	return 255
+}
+
+func parseQuery(q string) (map[string][]string, error) {
+	if q == "" {
+		return map[string][]string{}, nil
+	}
+	n, start := 0, 0
+	for i := 0; i <= len(q); i++ {
+		if i == len(q) || q[i] == '&' {
+			if i > start {
+				n++
+			}
+			start = i + 1
+		}
+	}
+	if n > MaxQueryParams {
+		return nil, invalid(fmt.Sprintf("more than %d query parameters", MaxQueryParams))
+	}
+	values, err := url.ParseQuery(q)
+	if err != nil {
+		// url's errors quote at most an escape ("%zz"), never the query.
+		return nil, fmt.Errorf("%w: invalid query: %v", ErrInvalidRequest, err)
+	}
+	return values, nil
+}
+
+func normalizeScheme(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return "http", nil
+	case strings.EqualFold(s, "http"):
+		return "http", nil
+	case strings.EqualFold(s, "https"):
+		return "https", nil
+	}
+	return "", invalidInput("unsupported scheme (want http or https)", s)
+}
+
+func headerName(name string) (string, error) {
+	n := strings.TrimSpace(name)
+	if !isToken(n) {
+		return "", invalidInput("invalid header name", name)
+	}
+	if lower, ok := commonHeaders[n]; ok {
+		return lower, nil
+	}
+	return strings.ToLower(n), nil // ASCII: no allocation when already lower case
+}
+
+// commonHeaders maps the canonical (net/http) form of frequent header names to
+// their lower-case form, sparing an allocation per header on most requests.
+var commonHeaders = func() map[string]string {
+	names := []string{
+		"accept", "accept-encoding", "accept-language", "authorization",
+		"cache-control", "connection", "content-length", "content-type",
+		"cookie", "host", "if-none-match", "origin", "referer", "te",
+		"traceparent", "user-agent", "via", "x-api-key", "x-forwarded-for",
+		"x-forwarded-host", "x-forwarded-port", "x-forwarded-proto",
+		"x-real-ip", "x-request-id",
+	}
+	m := make(map[string]string, len(names))
+	for _, lower := range names {
+		b := []byte(lower)
+		upper := true
+		for i, c := range b {
+			if upper && 'a' <= c && c <= 'z' {
+				b[i] = c - ('a' - 'A')
+			}
+			upper = c == '-'
+		}
+		m[string(b)] = lower
+	}
+	return m
+}()
+
+func normalizeHeaders(h map[string][]string) (map[string][]string, error) {
+	out := make(map[string][]string, len(h))
+	total := 0
+	for _, v := range h {
+		total += len(v)
+	}
+	// One backing array for every value; each header gets a full slice
+	// expression so an append by one consumer never overwrites another.
+	backing := make([]string, total)
+	for name, vals := range h {
+		key, err := headerName(name)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := out[key]; dup {
+			return mergeHeaders(h)
+		}
+		n := copy(backing, vals)
+		out[key] = backing[:n:n]
+		backing = backing[n:]
+	}
+	return out, nil
+}
+
+// mergeHeaders handles names that differ only in case: their values are
+// concatenated in the byte order of the original names, so the result does
+// not depend on map iteration order.
+func mergeHeaders(h map[string][]string) (map[string][]string, error) {
+	names := make([]string, 0, len(h))
+	for name := range h {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	out := make(map[string][]string, len(h))
+	for _, name := range names {
+		key, err := headerName(name)
+		if err != nil {
+			return nil, err
+		}
+		vals := out[key]
+		if vals == nil {
+			vals = make([]string, 0, len(h[name]))
+		}
+		out[key] = append(vals, h[name]...)
+	}
+	return out, nil
+}

@@ -1,0 +1,635 @@
+package tollgate.authz_test
+
+import data.tollgate.authz
+
+# ---------------------------------------------------------------------------
+# Input builders
+# ---------------------------------------------------------------------------
+
+_request(method, path) := {
+	"id": "0f4c",
+	"method": method,
+	"path": path,
+	"segments": [s | some s in split(path, "/"); s != ""],
+	"host": "api.example.com",
+	"scheme": "https",
+	"query": {},
+	"headers": {"user-agent": ["curl/8.5"]},
+	"source_ip": "203.0.113.7",
+}
+
+_no_credential := {"type": "none", "placement": "none", "name": "", "status": "absent", "error": "", "fingerprint": ""}
+
+_bearer_header := {
+	"type": "bearer", "placement": "header", "name": "authorization",
+	"status": "valid", "error": "", "fingerprint": "sha256:3b1f9c0e6a2d",
+}
+
+_bearer_cookie := object.union(_bearer_header, {"placement": "cookie", "name": "session"})
+
+_bearer_query := object.union(_bearer_header, {"placement": "query", "name": "access_token"})
+
+_api_key_header := {
+	"type": "api_key", "placement": "header", "name": "x-api-key",
+	"status": "valid", "error": "", "fingerprint": "sha256:9a0b1c2d3e4f",
+}
+
+_api_key_query := object.union(_api_key_header, {"placement": "query", "name": "api_key"})
+
+_invalid(credential, err) := object.union(credential, {"status": "invalid", "error": err})
+
+_alice(scopes) := {
+	"kind": "user",
+	"subject": "alice",
+	"issuer": "https://idp.example.com/",
+	"claims": {"email": "alice@example.com", "customer_number": "42", "scope": concat(" ", scopes)},
+	"scopes": scopes,
+	"roles": [],
+}
+
+_admin := object.union(_alice([]), {"subject": "root", "roles": ["admin"], "claims": {"roles": ["admin"]}})
+
+_billing(scopes) := {
+	"kind": "service",
+	"subject": "billing",
+	"key_id": "key_7f3a",
+	"claims": null,
+	"scopes": scopes,
+	"roles": [],
+}
+
+# _in builds an input; identity is left out unless the credential is valid,
+# as the contract says.
+_in(method, path, credential, identity) := {"request": _request(method, path), "credential": credential, "identity": identity} if {
+	credential.status == "valid"
+} else := {"request": _request(method, path), "credential": credential}
+
+_anonymous(method, path) := _in(method, path, _no_credential, null)
+
+_user(method, path, scopes) := _in(method, path, _bearer_header, _alice(scopes))
+
+_service(method, path, scopes) := _in(method, path, _api_key_header, _billing(scopes))
+
+_alice_headers := {
+	"x-user-id": "alice",
+	"x-auth-kind": "user",
+	"x-auth-issuer": "https://idp.example.com/",
+	"x-customer-number": "42",
+}
+
+_root_headers := {"x-user-id": "root", "x-auth-kind": "user", "x-auth-issuer": "https://idp.example.com/"}
+
+_billing_headers := {"x-user-id": "billing", "x-auth-kind": "service", "x-api-key-id": "key_7f3a"}
+
+# ---------------------------------------------------------------------------
+# Assertions
+# ---------------------------------------------------------------------------
+
+_allowed(d, headers) if d == {"allow": true, "status": 200, "reasons": [], "headers": headers}
+
+_denied(d, status, reasons) if d == {"allow": false, "status": status, "reasons": reasons, "headers": {}}
+
+_decide(inp) := d if {
+	d := authz.decision with input as inp
+}
+
+_decide_with(inp, routes) := d if {
+	d := authz.decision with input as inp with data.tollgate.routes as routes
+}
+
+# ---------------------------------------------------------------------------
+# The embedded route table
+# ---------------------------------------------------------------------------
+
+test_embedded_route_table_is_valid if {
+	count(authz.route_errors) == 0
+	count(data.tollgate.routes) == 5
+}
+
+test_embedded_route_ids if {
+	[r.id | some r in data.tollgate.routes] == ["public", "products-read", "customers-read", "customers-write", "admin"]
+}
+
+# Row: GET /public/** — public ---------------------------------------------
+
+test_public_allows_anonymous[path] if {
+	some path in ["/public", "/public/docs", "/public/docs/a/b/c.html"]
+	_allowed(_decide(_anonymous("GET", path)), {})
+}
+
+test_public_allows_invalid_credential_without_headers if {
+	_allowed(_decide(_in("GET", "/public/x", _invalid(_bearer_header, "expired"), null)), {})
+}
+
+test_public_allows_credential_in_query if {
+	_allowed(_decide(_in("GET", "/public/x", _api_key_query, _billing([]))), _billing_headers)
+}
+
+test_public_adds_identity_headers_for_valid_credential if {
+	_allowed(_decide(_user("GET", "/public/x", [])), _alice_headers)
+}
+
+test_public_other_method_is_no_route[method] if {
+	some method in ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"]
+	_denied(_decide(_anonymous(method, "/public/x")), 403, ["no_route"])
+}
+
+# Row: GET /products, /products/{id} — internal, scope products:read -------
+
+test_products_allows_api_key_with_scope[path] if {
+	some path in ["/products", "/products/7"]
+	_allowed(_decide(_service("GET", path, ["products:read"])), _billing_headers)
+}
+
+test_products_allows_api_key_in_query if {
+	_allowed(_decide(_in("GET", "/products/7", _api_key_query, _billing(["products:read"]))), _billing_headers)
+}
+
+test_products_allows_user_jwt_with_scope if {
+	_allowed(_decide(_user("GET", "/products/7", ["products:read"])), _alice_headers)
+}
+
+test_products_requires_credential if {
+	_denied(_decide(_anonymous("GET", "/products")), 401, ["credential_missing"])
+}
+
+test_products_rejects_invalid_credential if {
+	_denied(_decide(_in("GET", "/products", _invalid(_api_key_header, "unknown_key"), null)), 401, ["credential_invalid", "unknown_key"])
+}
+
+test_products_requires_scope if {
+	_denied(_decide(_service("GET", "/products/7", ["orders:read"])), 403, ["insufficient_scope"])
+	_denied(_decide(_user("GET", "/products/7", [])), 403, ["insufficient_scope"])
+}
+
+test_products_other_method_or_path_is_no_route[note] if {
+	some note, tc in {
+		"POST /products": ["POST", "/products"],
+		"DELETE /products/7": ["DELETE", "/products/7"],
+		"GET /products/7/reviews": ["GET", "/products/7/reviews"],
+		"GET /productsX": ["GET", "/productsX"],
+	}
+	_denied(_decide(_service(tc[0], tc[1], ["products:read"])), 403, ["no_route"])
+}
+
+# Row: GET /customers/{customer_number}[/**] — sensitive, customers:read, owner
+
+test_customers_read_allows_owner[path] if {
+	some path in ["/customers/42", "/customers/42/orders", "/customers/42/orders/7"]
+	_allowed(_decide(_user("GET", path, ["customers:read"])), _alice_headers)
+}
+
+test_customers_read_allows_session_cookie if {
+	_allowed(_decide(_in("GET", "/customers/42", _bearer_cookie, _alice(["customers:read"]))), _alice_headers)
+}
+
+test_customers_read_denies_other_customer[path] if {
+	some path in ["/customers/43", "/customers/43/orders/7", "/customers/420"]
+	_denied(_decide(_user("GET", path, ["customers:read"])), 403, ["not_owner"])
+}
+
+test_customers_read_requires_scope if {
+	_denied(_decide(_user("GET", "/customers/42", ["customers:write", "products:read"])), 403, ["insufficient_scope"])
+}
+
+test_customers_read_rejects_api_key if {
+	_denied(_decide(_service("GET", "/customers/42", ["customers:read"])), 403, ["api_key_not_allowed_for_sensitive_route"])
+}
+
+test_customers_read_rejects_token_in_query if {
+	_denied(_decide(_in("GET", "/customers/42", _bearer_query, _alice(["customers:read"]))), 403, ["credential_in_query"])
+}
+
+test_customers_read_requires_credential if {
+	_denied(_decide(_anonymous("GET", "/customers/42")), 401, ["credential_missing"])
+}
+
+test_customers_read_rejects_invalid_token if {
+	_denied(_decide(_in("GET", "/customers/42/orders", _invalid(_bearer_header, "bad_signature"), null)), 401, ["credential_invalid", "bad_signature"])
+}
+
+test_customers_collection_is_no_route[note] if {
+	some note, tc in {
+		"GET /customers": ["GET", "/customers"],
+		"GET /customersX/42": ["GET", "/customersX/42"],
+		"GET /customers42": ["GET", "/customers42"],
+		"POST /customers/42": ["POST", "/customers/42"],
+		"DELETE /customers/42": ["DELETE", "/customers/42"],
+	}
+	_denied(_decide(_user(tc[0], tc[1], ["customers:read", "customers:write"])), 403, ["no_route"])
+}
+
+# Row: PUT, PATCH /customers/{customer_number}[/**] — sensitive, customers:write, owner
+
+test_customers_write_allows_owner[note] if {
+	some method in ["PUT", "PATCH"]
+	some path in ["/customers/42", "/customers/42/address"]
+	note := concat(" ", [method, path])
+	_allowed(_decide(_user(method, path, ["customers:write"])), _alice_headers)
+}
+
+test_customers_write_requires_write_scope[method] if {
+	some method in ["PUT", "PATCH"]
+	_denied(_decide(_user(method, "/customers/42", ["customers:read"])), 403, ["insufficient_scope"])
+}
+
+test_customers_write_denies_other_customer[method] if {
+	some method in ["PUT", "PATCH"]
+	_denied(_decide(_user(method, "/customers/7", ["customers:write"])), 403, ["not_owner"])
+}
+
+test_customers_write_rejects_api_key[method] if {
+	some method in ["PUT", "PATCH"]
+	_denied(_decide(_service(method, "/customers/42", ["customers:write"])), 403, ["api_key_not_allowed_for_sensitive_route"])
+}
+
+test_customers_write_rejects_token_in_query if {
+	_denied(_decide(_in("PATCH", "/customers/42", _bearer_query, _alice(["customers:write"]))), 403, ["credential_in_query"])
+}
+
+test_customers_write_requires_credential if {
+	_denied(_decide(_anonymous("PUT", "/customers/42")), 401, ["credential_missing"])
+}
+
+# Row: any method /admin/** — sensitive, role admin -------------------------
+
+test_admin_allows_admin_role[note] if {
+	some method in ["GET", "POST", "PUT", "PATCH", "DELETE", "PURGE"]
+	some path in ["/admin", "/admin/users/1"]
+	note := concat(" ", [method, path])
+	_allowed(_decide(_in(method, path, _bearer_header, _admin)), _root_headers)
+}
+
+test_admin_requires_role if {
+	_denied(_decide(_user("DELETE", "/admin/users/1", ["customers:read"])), 403, ["missing_role"])
+}
+
+test_admin_rejects_api_key_even_with_role if {
+	_denied(_decide(_in("GET", "/admin", _api_key_header, object.union(_billing([]), {"roles": ["admin"]}))), 403, ["api_key_not_allowed_for_sensitive_route"])
+}
+
+test_admin_rejects_token_in_query if {
+	_denied(_decide(_in("GET", "/admin", _bearer_query, _admin)), 403, ["credential_in_query"])
+}
+
+test_admin_requires_credential if {
+	_denied(_decide(_anonymous("POST", "/admin/users")), 401, ["credential_missing"])
+}
+
+test_admin_prefix_is_literal if {
+	_denied(_decide(_in("GET", "/administrator", _bearer_header, _admin)), 403, ["no_route"])
+}
+
+# ---------------------------------------------------------------------------
+# Outcomes and their order
+# ---------------------------------------------------------------------------
+
+test_no_route_for_unknown_paths[path] if {
+	some path in ["/", "/orders", "/Products", "/PUBLIC/x"]
+	_denied(_decide(_user("GET", path, ["products:read"])), 403, ["no_route"])
+}
+
+test_credential_in_query_wins_over_everything_on_sensitive_routes[note] if {
+	some note, credential in {
+		"valid token": _bearer_query,
+		"invalid token": _invalid(_bearer_query, "expired"),
+		"api key": _api_key_query,
+		"invalid api key": _invalid(_api_key_query, "unknown_key"),
+	}
+	_denied(_decide(_in("GET", "/customers/42", credential, _alice(["customers:read"]))), 403, ["credential_in_query"])
+}
+
+test_api_key_on_sensitive_route_even_if_invalid if {
+	_denied(_decide(_in("GET", "/customers/42", _invalid(_api_key_header, "revoked"), null)), 403, ["api_key_not_allowed_for_sensitive_route"])
+}
+
+test_credential_invalid_reasons[note] if {
+	some note, tc in {
+		"with error": {"error": "expired", "reasons": ["credential_invalid", "expired"]},
+		"multiple credentials": {"error": "multiple_credentials", "reasons": ["credential_invalid", "multiple_credentials"]},
+		"empty error": {"error": "", "reasons": ["credential_invalid"]},
+		"non-string error": {"error": 7, "reasons": ["credential_invalid"]},
+	}
+	_denied(_decide(_in("GET", "/customers/42", _invalid(_bearer_header, tc.error), null)), 401, tc.reasons)
+}
+
+test_credential_invalid_without_error_field if {
+	credential := object.remove(_invalid(_bearer_header, ""), ["error"])
+	_denied(_decide(_in("GET", "/products", credential, null)), 401, ["credential_invalid"])
+}
+
+test_valid_status_without_identity_is_invalid if {
+	inp := {"request": _request("GET", "/products"), "credential": _api_key_header}
+	_denied(_decide(inp), 401, ["credential_invalid"])
+}
+
+test_unknown_credential_status_is_invalid if {
+	credential := object.union(_bearer_header, {"status": "maybe"})
+	_denied(_decide(_in("GET", "/products", credential, null)), 401, ["credential_invalid"])
+}
+
+test_missing_credential_is_invalid if {
+	_denied(_decide({"request": _request("GET", "/products")}), 401, ["credential_invalid"])
+}
+
+test_sensitive_route_requires_user_token[note] if {
+	some note, tc in {
+		"service identity from a bearer token": [_bearer_header, _billing(["customers:read"])],
+		"unknown placement": [object.union(_bearer_header, {"placement": "body"}), _alice(["customers:read"])],
+		"unknown credential type": [object.union(_bearer_header, {"type": "mtls"}), _alice(["customers:read"])],
+	}
+	_denied(_decide(_in("GET", "/customers/42", tc[0], tc[1])), 403, ["user_token_required"])
+}
+
+test_internal_route_accepts_token_in_query if {
+	_allowed(_decide(_in("GET", "/products", _bearer_query, _alice(["products:read"]))), _alice_headers)
+}
+
+# Checks on a valid credential run scope, then role, then owner.
+_strict_routes := [{
+	"methods": ["GET"],
+	"paths": ["/accounts/{customer_number}"],
+	"sensitivity": "sensitive",
+	"scopes": ["accounts:read", "accounts:audit"],
+	"roles": ["auditor", "staff"],
+	"owner": "customer_number",
+}]
+
+_strict(scopes, roles, customer_number) := decision if {
+	identity := object.union(_alice(scopes), {"roles": roles, "claims": {"customer_number": customer_number}})
+	decision := authz.decision with input as _in("GET", "/accounts/42", _bearer_header, identity)
+		with data.tollgate.routes as _strict_routes
+}
+
+test_check_order_scope_role_owner[note] if {
+	some note, tc in {
+		"nothing": [[], [], "7", 403, ["insufficient_scope"]],
+		"one of two scopes": [["accounts:read"], ["auditor", "staff"], "42", 403, ["insufficient_scope"]],
+		"scopes, no roles": [["accounts:read", "accounts:audit"], [], "7", 403, ["missing_role"]],
+		"scopes, one of two roles": [["accounts:read", "accounts:audit"], ["staff"], "42", 403, ["missing_role"]],
+		"scopes, roles, not owner": [["accounts:read", "accounts:audit"], ["auditor", "staff"], "7", 403, ["not_owner"]],
+	}
+	_denied(_strict(tc[0], tc[1], tc[2]), tc[3], tc[4])
+}
+
+test_all_scopes_roles_and_owner_allow if {
+	d := _strict(["accounts:audit", "accounts:read", "other"], ["staff", "auditor"], "42")
+	_allowed(d, {"x-user-id": "alice", "x-auth-kind": "user", "x-auth-issuer": "https://idp.example.com/", "x-customer-number": "42"})
+}
+
+# ---------------------------------------------------------------------------
+# Owner comparison
+# ---------------------------------------------------------------------------
+
+_owner_claims(claims) := _in("GET", "/customers/42", _bearer_header, object.union(_alice(["customers:read"]), {"claims": claims}))
+
+test_owner_claim_compares_as_string[note] if {
+	some note, claim in {"string": "42", "integer": 42, "integral float": 42.0}
+	d := _decide(_owner_claims({"customer_number": claim}))
+	d.allow
+	d.headers["x-customer-number"] == "42"
+}
+
+test_owner_claim_mismatch[note] if {
+	some note, claims in {
+		"absent": {},
+		"other string": {"customer_number": "43"},
+		"leading zero": {"customer_number": "042"},
+		"fraction": {"customer_number": 42.5},
+		"boolean": {"customer_number": true},
+		"list": {"customer_number": ["42"]},
+		"null": {"customer_number": null},
+		"empty": {"customer_number": ""},
+	}
+	_denied(_decide(_owner_claims(claims)), 403, ["not_owner"])
+}
+
+test_owner_without_claims_object if {
+	_denied(_decide(_owner_claims(null)), 403, ["not_owner"])
+}
+
+# ---------------------------------------------------------------------------
+# Scopes and roles: identity fields first, claims only when those are absent
+# ---------------------------------------------------------------------------
+
+_bare_user(claims) := {"kind": "user", "subject": "alice", "issuer": "https://idp.example.com/", "claims": claims}
+
+test_scopes_from_claims_when_identity_has_none[note] if {
+	some note, claims in {
+		"scope string": {"customer_number": "42", "scope": "openid  customers:read"},
+		"scp list": {"customer_number": "42", "scp": ["openid", "customers:read"]},
+		"scp string": {"customer_number": "42", "scp": "openid customers:read"},
+	}
+	_decide(_in("GET", "/customers/42", _bearer_header, _bare_user(claims))).allow
+}
+
+test_null_identity_scopes_fall_back_to_claims if {
+	identity := object.union(_bare_user({"customer_number": "42", "scope": "customers:read"}), {"scopes": null})
+	_decide(_in("GET", "/customers/42", _bearer_header, identity)).allow
+}
+
+test_identity_scopes_are_authoritative if {
+	identity := object.union(_bare_user({"customer_number": "42", "scope": "customers:read"}), {"scopes": []})
+	_denied(_decide(_in("GET", "/customers/42", _bearer_header, identity)), 403, ["insufficient_scope"])
+}
+
+test_scopes_ignore_non_strings if {
+	identity := object.union(_bare_user({"customer_number": "42"}), {"scopes": [1, null, "", {"customers:read": true}]})
+	_denied(_decide(_in("GET", "/customers/42", _bearer_header, identity)), 403, ["insufficient_scope"])
+}
+
+test_scopes_absent_everywhere if {
+	_denied(_decide(_in("GET", "/customers/42", _bearer_header, _bare_user({"customer_number": "42"}))), 403, ["insufficient_scope"])
+}
+
+test_roles_from_claims_when_identity_has_none if {
+	_decide(_in("GET", "/admin", _bearer_header, _bare_user({"roles": ["admin"]}))).allow
+}
+
+test_identity_roles_are_authoritative if {
+	identity := object.union(_bare_user({"roles": ["admin"]}), {"roles": ["viewer"]})
+	_denied(_decide(_in("GET", "/admin", _bearer_header, identity)), 403, ["missing_role"])
+}
+
+# ---------------------------------------------------------------------------
+# Identity headers
+# ---------------------------------------------------------------------------
+
+test_user_headers_omit_api_key_id if {
+	identity := object.union(_alice(["products:read"]), {"key_id": "key_x"})
+	_allowed(_decide(_in("GET", "/products", _bearer_header, identity)), _alice_headers)
+}
+
+test_service_headers_omit_issuer if {
+	identity := object.union(_billing(["products:read"]), {"issuer": "https://idp.example.com/"})
+	_allowed(_decide(_in("GET", "/products", _api_key_header, identity)), _billing_headers)
+}
+
+test_headers_without_customer_number if {
+	identity := object.union(_alice([]), {"claims": {"email": "alice@example.com"}})
+	_allowed(_decide(_in("GET", "/public/x", _bearer_header, identity)), {
+		"x-user-id": "alice",
+		"x-auth-kind": "user",
+		"x-auth-issuer": "https://idp.example.com/",
+	})
+}
+
+test_headers_drop_unsafe_and_non_string_values if {
+	identity := object.union(_alice([]), {
+		"subject": "alice\r\nx-admin: true",
+		"issuer": 17,
+		"claims": {"customer_number": "42\u0000"},
+	})
+	_allowed(_decide(_in("GET", "/public/x", _bearer_header, identity)), {"x-auth-kind": "user"})
+}
+
+test_headers_numeric_customer_number if {
+	identity := object.union(_alice([]), {"claims": {"customer_number": 42}})
+	_decide(_in("GET", "/public/x", _bearer_header, identity)).headers["x-customer-number"] == "42"
+}
+
+test_deny_has_no_headers if {
+	d := _decide(_user("GET", "/customers/43", ["customers:read"]))
+	d.headers == {}
+	not d.allow
+}
+
+# ---------------------------------------------------------------------------
+# Path templates
+# ---------------------------------------------------------------------------
+
+_template_cases := {
+	"param matches one segment": ["/customers/{customer_number}", ["customers", "42"], {"customer_number": "42"}],
+	"param does not match two": ["/customers/{customer_number}", ["customers", "42", "orders", "7"], null],
+	"param does not match zero": ["/customers/{customer_number}", ["customers"], null],
+	"tail matches more": ["/customers/{customer_number}/**", ["customers", "42", "orders", "7"], {"customer_number": "42"}],
+	"tail matches zero": ["/customers/{customer_number}/**", ["customers", "42"], {"customer_number": "42"}],
+	"tail needs the fixed part": ["/customers/{customer_number}/**", ["customers"], null],
+	"literal is exact": ["/customers/{customer_number}", ["customersX", "42"], null],
+	"literal is case-sensitive": ["/products", ["Products"], null],
+	"literal prefix is not a match": ["/public/**", ["publicity"], null],
+	"public root": ["/public/**", ["public"], {}],
+	"public tail": ["/public/**", ["public", "a", "b"], {}],
+	"public needs public": ["/public/**", [], null],
+	"root": ["/", [], {}],
+	"root is exact": ["/", ["a"], null],
+	"everything": ["/**", ["a", "b"], {}],
+	"everything includes root": ["/**", [], {}],
+	"two params": ["/a/{x}/b/{y}", ["a", "1", "b", "2"], {"x": "1", "y": "2"}],
+	"repeated param, same value": ["/a/{x}/{x}", ["a", "1", "1"], {"x": "1"}],
+	"repeated param, other value": ["/a/{x}/{x}", ["a", "1", "2"], null],
+	"inner ** never matches": ["/a/**/b", ["a", "x", "b"], null],
+	"inner ** never matches literally": ["/a/**/b", ["a", "**", "b"], null],
+	"empty braces are literal": ["/a/{}", ["a", "x"], null],
+	"param needs a non-empty segment": ["/a/{x}", ["a", ""], null],
+	"repeated slashes are ignored": ["//customers//{c}", ["customers", "42"], {"c": "42"}],
+}
+
+test_template_params[note] if {
+	some note, tc in _template_cases
+	tc[2] != null
+	authz.template_params(tc[0], tc[1]) == tc[2]
+}
+
+test_template_does_not_match[note] if {
+	some note, tc in _template_cases
+	tc[2] == null
+	not authz.template_params(tc[0], tc[1])
+}
+
+test_segments_fall_back_to_path if {
+	inp := {"request": {"method": "GET", "path": "/public/a"}, "credential": _no_credential}
+	_allowed(_decide(inp), {})
+}
+
+test_empty_input_is_no_route if {
+	_denied(_decide({}), 403, ["no_route"])
+}
+
+test_matched_route if {
+	m := authz.matched_route with input as _user("GET", "/customers/42/orders", [])
+	m == {"index": 2, "id": "customers-read", "template": "/customers/{customer_number}/**", "params": {"customer_number": "42"}}
+}
+
+test_matched_route_without_id if {
+	m := authz.matched_route with input as _anonymous("GET", "/x") with data.tollgate.routes as [{"methods": ["*"], "paths": ["/**"], "sensitivity": "public"}]
+	m == {"index": 0, "template": "/**", "params": {}}
+}
+
+test_matched_route_undefined_without_match if {
+	not authz.matched_route with input as _anonymous("GET", "/nowhere")
+}
+
+# ---------------------------------------------------------------------------
+# Route table semantics
+# ---------------------------------------------------------------------------
+
+test_first_matching_route_decides if {
+	routes := [
+		{"methods": ["GET"], "paths": ["/docs/**"], "sensitivity": "public"},
+		{"methods": ["GET"], "paths": ["/docs/secret"], "sensitivity": "sensitive"},
+	]
+	_allowed(_decide_with(_anonymous("GET", "/docs/secret"), routes), {})
+	reversed := [routes[1], routes[0]]
+	_denied(_decide_with(_anonymous("GET", "/docs/secret"), reversed), 401, ["credential_missing"])
+}
+
+test_method_matching[note] if {
+	some note, tc in {
+		"wildcard": [["*"], "DELETE", true],
+		"lower case in data": [["get"], "GET", true],
+		"listed": [["PUT", "PATCH"], "PATCH", true],
+		"not listed": [["PUT", "PATCH"], "POST", false],
+		"HEAD is not GET": [["GET"], "HEAD", false],
+	}
+	routes := [{"methods": tc[0], "paths": ["/x"], "sensitivity": "public"}]
+	_decide_with(_anonymous(tc[1], "/x"), routes).allow == tc[2]
+}
+
+test_missing_route_table_denies_everything if {
+	_denied(_decide_with(_anonymous("GET", "/public/x"), null), 403, ["no_route"])
+	"data.tollgate.routes must be an array" in authz.route_errors with data.tollgate.routes as null
+}
+
+test_malformed_first_match_denies_with_route_invalid if {
+	routes := [
+		{"methods": ["GET"], "paths": ["/customers/{customer_number}"], "sensitivity": "sensitive", "scopes": "customers:read"},
+		{"methods": ["GET"], "paths": ["/**"], "sensitivity": "public"},
+	]
+	_denied(_decide_with(_anonymous("GET", "/customers/42"), routes), 500, ["route_invalid"])
+	_allowed(_decide_with(_anonymous("GET", "/other"), routes), {})
+}
+
+test_route_errors[note] if {
+	some note, tc in {
+		"not an object": ["GET /x", "must be an object"],
+		"bad id": [{"id": "", "methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}, "id must be a non-empty string"],
+		"no methods": [{"methods": [], "paths": ["/x"], "sensitivity": "public"}, "methods must be a non-empty array of non-empty strings"],
+		"methods string": [{"methods": "GET", "paths": ["/x"], "sensitivity": "public"}, "methods must be a non-empty array of non-empty strings"],
+		"no paths": [{"methods": ["GET"], "sensitivity": "public"}, "paths must be a non-empty array of non-empty strings"],
+		"relative path": [{"methods": ["GET"], "paths": ["x"], "sensitivity": "public"}, `path "x" is not a valid template`],
+		"inner tail": [{"methods": ["GET"], "paths": ["/a/**/b"], "sensitivity": "public"}, `path "/a/**/b" is not a valid template`],
+		"single star": [{"methods": ["GET"], "paths": ["/a/*"], "sensitivity": "public"}, `path "/a/*" is not a valid template`],
+		"bad param name": [{"methods": ["GET"], "paths": ["/a/{1x}"], "sensitivity": "public"}, `path "/a/{1x}" is not a valid template`],
+		"stray brace": [{"methods": ["GET"], "paths": ["/a/x{y}"], "sensitivity": "public"}, `path "/a/x{y}" is not a valid template`],
+		"repeated param": [{"methods": ["GET"], "paths": ["/a/{x}/{x}"], "sensitivity": "public"}, `path "/a/{x}/{x}" is not a valid template`],
+		"unknown sensitivity": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "secret"}, "sensitivity must be one of public, internal, sensitive"],
+		"scopes string": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "internal", "scopes": "a"}, "scopes must be an array of non-empty strings"],
+		"roles with empty": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "internal", "roles": [""]}, "roles must be an array of non-empty strings"],
+		"owner not a string": [{"methods": ["GET"], "paths": ["/x/{id}"], "sensitivity": "sensitive", "owner": 1}, "owner must be a non-empty string"],
+		"owner not a param": [{"methods": ["GET"], "paths": ["/x/{id}", "/y"], "sensitivity": "sensitive", "owner": "id"}, `owner "id" is not a parameter of path "/y"`],
+		"public with scopes": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "public", "scopes": ["a"]}, "a public route cannot require scopes, roles or an owner"],
+		"public with roles": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "public", "roles": ["a"]}, "a public route cannot require scopes, roles or an owner"],
+		"public with owner": [{"methods": ["GET"], "paths": ["/x/{id}"], "sensitivity": "public", "owner": "id"}, "a public route cannot require scopes, roles or an owner"],
+	}
+	errors := authz.route_errors with data.tollgate.routes as [tc[0]]
+	sprintf("data.tollgate.routes[0]: %s", [tc[1]]) in errors
+}
+
+test_valid_routes_have_no_errors if {
+	routes := [
+		{"methods": ["*"], "paths": ["/", "/**"], "sensitivity": "public", "scopes": [], "roles": []},
+		{"id": "x", "methods": ["GET"], "paths": ["/a/{x}/b/{y_2}"], "sensitivity": "internal", "scopes": ["s"], "roles": ["r"], "owner": "x", "note": "extra keys are fine"},
+	]
+	count(authz.route_errors) == 0 with data.tollgate.routes as routes
+}
