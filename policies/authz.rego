@@ -1,7 +1,7 @@
 # METADATA
 # title: Tollgate default authorization policy
 # description: |
-#   Decides whether an API request may through, from the route table in
+#   Decides whether an API request may go through, from the route table in
 #   data.tollgate.routes and the verified caller in input.identity.
 #   The query is data.tollgate.authz.decision; it is always defined.
 package tollgate.authz
@@ -48,7 +48,8 @@ decision := _outcome
 _outcome := _deny(403, ["no_route"]) if {
 	not _match
 } else := _deny(500, ["route_invalid"]) if {
-	count(_route_problems(_route)) > 0
+	some check in _decision_checks
+	some _ in _check(check, _route)
 } else := _allow if {
 	_route.sensitivity == "public"
 } else := _deny(403, ["credential_in_query"]) if {
@@ -94,7 +95,7 @@ _invalid_reasons := ["credential_invalid", err] if {
 #
 #   {
 #     "id":          "customers-read",       optional, for people and logs
-#     "methods":     ["GET", "HEAD"],        upper case; ["*"] is any method
+#     "methods":     ["GET", "HEAD"],        any case; ["*"] is any method (GET does not imply HEAD)
 #     "paths":       ["/customers/{customer_number}", "/customers/{customer_number}/**"],
 #     "sensitivity": "public" | "internal" | "sensitive",
 #     "scopes":      ["customers:read"],     optional; all are required
@@ -119,7 +120,7 @@ else := []
 
 _segments := input.request.segments if is_array(input.request.segments)
 
-else := [s | some s in split(input.request.path, "/"); s != ""]
+else := [s | some s in split(input.request.path, "/"); s != ""] if is_string(input.request.path)
 
 # matched_route describes the route that decides this request:
 # {"index": n, "id": "..." (when the route has one), "template": "...", "params": {...}}.
@@ -154,43 +155,47 @@ _method_matches(route, method) if {
 # segments, and undefined when it does not match.
 template_params(template, segments) := params if {
 	is_string(template)
+	is_array(segments)
 	tsegs := _template_segments(template)
-	fixed := _fixed_part(tsegs)
-	not "**" in fixed
-	_length_matches(tsegs, fixed, segments)
-	every i, t in fixed {
-		_segment_matches(t, segments[i])
+	n := count(tsegs)
+	_length_fits(tsegs, n, count(segments))
+	every i, t in tsegs {
+		_segment_fits(t, i, n, segments)
 	}
-	bindings := {[_param_name(t), segments[i]] | some i, t in fixed; _is_param(t)}
+	bindings := {[_param_name(t), segments[i]] | some i, t in tsegs; _is_param(t)}
 	count({name | some [name, _] in bindings}) == count(bindings)
 	params := {name: value | some [name, value] in bindings}
 }
 
 _template_segments(template) := [s | some s in split(template, "/"); s != ""]
 
-_has_tail(tsegs) if tsegs[count(tsegs) - 1] == "**"
-
-_fixed_part(tsegs) := array.slice(tsegs, 0, count(tsegs) - 1) if _has_tail(tsegs)
-
-else := tsegs
-
-_length_matches(tsegs, fixed, segments) if {
-	_has_tail(tsegs)
-	count(segments) >= count(fixed)
+# A template ending in "**" needs at least its other segments; any other
+# template needs exactly its segments.
+_length_fits(tsegs, n, have) if {
+	tsegs[n - 1] == "**"
+	have >= n - 1
 }
 
-_length_matches(tsegs, fixed, segments) if {
-	not _has_tail(tsegs)
-	count(segments) == count(fixed)
+_length_fits(tsegs, n, have) if {
+	not tsegs[n - 1] == "**"
+	have == n
 }
 
-_segment_matches(t, s) if {
+# Segment i of a template with n segments fits the request's segments.
+# "**" fits only as the last segment, where it takes the rest.
+_segment_fits("**", i, n, _) if i == n - 1
+
+_segment_fits(t, i, _, segments) if {
 	_is_param(t)
+	s := segments[i]
 	is_string(s)
 	s != ""
 }
 
-_segment_matches(t, s) if t == s
+_segment_fits(t, i, _, segments) if {
+	t != "**"
+	t == segments[i]
+}
 
 _is_param(t) if {
 	startswith(t, "{")
@@ -221,10 +226,16 @@ route_errors contains sprintf("data.tollgate.routes[%d]: %s", [i, msg]) if {
 }
 
 # _route_problems is the set of problems of one route, empty when it is valid.
-# Decisions check only the route that matched; route_errors checks them all.
 _route_problems(route) := {msg | some check in _checks; some msg in _check(check, route)}
 
-_checks := ["object", "id", "methods", "paths", "templates", "sensitivity", "scopes", "roles", "owner", "owner_params", "public"]
+_checks := _decision_checks | {"id", "methods", "paths", "templates", "owner_params"}
+
+# A decision re-checks only the route that matched, and only for the problems
+# that could make it weaker than its author meant (a scope list written as a
+# string, a misspelt sensitivity, ...). The others cannot loosen a decision:
+# a malformed template or method list matches less, and an owner that is not
+# a parameter of the matched path is a "not_owner" deny.
+_decision_checks := {"object", "sensitivity", "scopes", "roles", "owner", "public"}
 
 _check("object", route) := {"must be an object"} if not is_object(route)
 
@@ -278,29 +289,30 @@ _check("public", route) := {"a public route cannot require scopes, roles or an o
 	_requires_something(route)
 }
 
-_requires_something(route) if count(route.scopes) > 0
+_requires_something(route) if route.scopes != []
 
-_requires_something(route) if count(route.roles) > 0
+_requires_something(route) if route.roles != []
 
 _requires_something(route) if _has(route, "owner")
 
 _valid_template(path) if {
 	startswith(path, "/")
 	tsegs := _template_segments(path)
-	fixed := _fixed_part(tsegs)
-	every t in fixed {
-		_valid_segment(t)
+	every i, t in tsegs {
+		_valid_segment(t, i, count(tsegs))
 	}
-	names := [_param_name(t) | some t in tsegs; _is_param(t)]
+	names := [_param_name(t) | some t in _template_segments(path); _is_param(t)]
 	count(names) == count({n | some n in names})
 }
 
-_valid_segment(t) if {
+_valid_segment("**", i, n) if i == n - 1
+
+_valid_segment(t, _, _) if {
 	_is_param(t)
 	regex.match(`^[A-Za-z_][A-Za-z0-9_]*$`, _param_name(t))
 }
 
-_valid_segment(t) if {
+_valid_segment(t, _, _) if {
 	not regex.match(`[{}*]`, t)
 }
 

@@ -25,18 +25,22 @@ _bearer_header := {
 	"status": "valid", "error": "", "fingerprint": "sha256:3b1f9c0e6a2d",
 }
 
-_bearer_cookie := object.union(_bearer_header, {"placement": "cookie", "name": "session"})
+_bearer_cookie := _set(_bearer_header, {"placement": "cookie", "name": "session"})
 
-_bearer_query := object.union(_bearer_header, {"placement": "query", "name": "access_token"})
+_bearer_query := _set(_bearer_header, {"placement": "query", "name": "access_token"})
 
 _api_key_header := {
 	"type": "api_key", "placement": "header", "name": "x-api-key",
 	"status": "valid", "error": "", "fingerprint": "sha256:9a0b1c2d3e4f",
 }
 
-_api_key_query := object.union(_api_key_header, {"placement": "query", "name": "api_key"})
+_api_key_query := _set(_api_key_header, {"placement": "query", "name": "api_key"})
 
-_invalid(credential, err) := object.union(credential, {"status": "invalid", "error": err})
+# _set replaces the given top-level fields (object.union would merge nested
+# objects such as claims).
+_set(obj, fields) := object.union(object.remove(obj, object.keys(fields)), fields)
+
+_invalid(credential, err) := _set(credential, {"status": "invalid", "error": err})
 
 _alice(scopes) := {
 	"kind": "user",
@@ -47,7 +51,7 @@ _alice(scopes) := {
 	"roles": [],
 }
 
-_admin := object.union(_alice([]), {"subject": "root", "roles": ["admin"], "claims": {"roles": ["admin"]}})
+_admin := _set(_alice([]), {"subject": "root", "roles": ["admin"], "claims": {"roles": ["admin"]}})
 
 _billing(scopes) := {
 	"kind": "service",
@@ -265,7 +269,7 @@ test_admin_requires_role if {
 }
 
 test_admin_rejects_api_key_even_with_role if {
-	_denied(_decide(_in("GET", "/admin", _api_key_header, object.union(_billing([]), {"roles": ["admin"]}))), 403, ["api_key_not_allowed_for_sensitive_route"])
+	_denied(_decide(_in("GET", "/admin", _api_key_header, _set(_billing([]), {"roles": ["admin"]}))), 403, ["api_key_not_allowed_for_sensitive_route"])
 }
 
 test_admin_rejects_token_in_query if {
@@ -324,7 +328,7 @@ test_valid_status_without_identity_is_invalid if {
 }
 
 test_unknown_credential_status_is_invalid if {
-	credential := object.union(_bearer_header, {"status": "maybe"})
+	credential := _set(_bearer_header, {"status": "maybe"})
 	_denied(_decide(_in("GET", "/products", credential, null)), 401, ["credential_invalid"])
 }
 
@@ -335,8 +339,8 @@ test_missing_credential_is_invalid if {
 test_sensitive_route_requires_user_token[note] if {
 	some note, tc in {
 		"service identity from a bearer token": [_bearer_header, _billing(["customers:read"])],
-		"unknown placement": [object.union(_bearer_header, {"placement": "body"}), _alice(["customers:read"])],
-		"unknown credential type": [object.union(_bearer_header, {"type": "mtls"}), _alice(["customers:read"])],
+		"unknown placement": [_set(_bearer_header, {"placement": "body"}), _alice(["customers:read"])],
+		"unknown credential type": [_set(_bearer_header, {"type": "mtls"}), _alice(["customers:read"])],
 	}
 	_denied(_decide(_in("GET", "/customers/42", tc[0], tc[1])), 403, ["user_token_required"])
 }
@@ -356,7 +360,7 @@ _strict_routes := [{
 }]
 
 _strict(scopes, roles, customer_number) := decision if {
-	identity := object.union(_alice(scopes), {"roles": roles, "claims": {"customer_number": customer_number}})
+	identity := _set(_alice(scopes), {"roles": roles, "claims": {"customer_number": customer_number}})
 	decision := authz.decision with input as _in("GET", "/accounts/42", _bearer_header, identity)
 		with data.tollgate.routes as _strict_routes
 }
@@ -381,7 +385,7 @@ test_all_scopes_roles_and_owner_allow if {
 # Owner comparison
 # ---------------------------------------------------------------------------
 
-_owner_claims(claims) := _in("GET", "/customers/42", _bearer_header, object.union(_alice(["customers:read"]), {"claims": claims}))
+_owner_claims(claims) := _in("GET", "/customers/42", _bearer_header, _set(_alice(["customers:read"]), {"claims": claims}))
 
 test_owner_claim_compares_as_string[note] if {
 	some note, claim in {"string": "42", "integer": 42, "integral float": 42.0}
@@ -424,17 +428,17 @@ test_scopes_from_claims_when_identity_has_none[note] if {
 }
 
 test_null_identity_scopes_fall_back_to_claims if {
-	identity := object.union(_bare_user({"customer_number": "42", "scope": "customers:read"}), {"scopes": null})
+	identity := _set(_bare_user({"customer_number": "42", "scope": "customers:read"}), {"scopes": null})
 	_decide(_in("GET", "/customers/42", _bearer_header, identity)).allow
 }
 
 test_identity_scopes_are_authoritative if {
-	identity := object.union(_bare_user({"customer_number": "42", "scope": "customers:read"}), {"scopes": []})
+	identity := _set(_bare_user({"customer_number": "42", "scope": "customers:read"}), {"scopes": []})
 	_denied(_decide(_in("GET", "/customers/42", _bearer_header, identity)), 403, ["insufficient_scope"])
 }
 
 test_scopes_ignore_non_strings if {
-	identity := object.union(_bare_user({"customer_number": "42"}), {"scopes": [1, null, "", {"customers:read": true}]})
+	identity := _set(_bare_user({"customer_number": "42"}), {"scopes": [1, null, "", {"customers:read": true}]})
 	_denied(_decide(_in("GET", "/customers/42", _bearer_header, identity)), 403, ["insufficient_scope"])
 }
 
@@ -447,7 +451,7 @@ test_roles_from_claims_when_identity_has_none if {
 }
 
 test_identity_roles_are_authoritative if {
-	identity := object.union(_bare_user({"roles": ["admin"]}), {"roles": ["viewer"]})
+	identity := _set(_bare_user({"roles": ["admin"]}), {"roles": ["viewer"]})
 	_denied(_decide(_in("GET", "/admin", _bearer_header, identity)), 403, ["missing_role"])
 }
 
@@ -456,17 +460,17 @@ test_identity_roles_are_authoritative if {
 # ---------------------------------------------------------------------------
 
 test_user_headers_omit_api_key_id if {
-	identity := object.union(_alice(["products:read"]), {"key_id": "key_x"})
+	identity := _set(_alice(["products:read"]), {"key_id": "key_x"})
 	_allowed(_decide(_in("GET", "/products", _bearer_header, identity)), _alice_headers)
 }
 
 test_service_headers_omit_issuer if {
-	identity := object.union(_billing(["products:read"]), {"issuer": "https://idp.example.com/"})
+	identity := _set(_billing(["products:read"]), {"issuer": "https://idp.example.com/"})
 	_allowed(_decide(_in("GET", "/products", _api_key_header, identity)), _billing_headers)
 }
 
 test_headers_without_customer_number if {
-	identity := object.union(_alice([]), {"claims": {"email": "alice@example.com"}})
+	identity := _set(_alice([]), {"claims": {"email": "alice@example.com"}})
 	_allowed(_decide(_in("GET", "/public/x", _bearer_header, identity)), {
 		"x-user-id": "alice",
 		"x-auth-kind": "user",
@@ -475,7 +479,7 @@ test_headers_without_customer_number if {
 }
 
 test_headers_drop_unsafe_and_non_string_values if {
-	identity := object.union(_alice([]), {
+	identity := _set(_alice([]), {
 		"subject": "alice\r\nx-admin: true",
 		"issuer": 17,
 		"claims": {"customer_number": "42\u0000"},
@@ -484,7 +488,7 @@ test_headers_drop_unsafe_and_non_string_values if {
 }
 
 test_headers_numeric_customer_number if {
-	identity := object.union(_alice([]), {"claims": {"customer_number": 42}})
+	identity := _set(_alice([]), {"claims": {"customer_number": 42}})
 	_decide(_in("GET", "/public/x", _bearer_header, identity)).headers["x-customer-number"] == "42"
 }
 
@@ -498,42 +502,43 @@ test_deny_has_no_headers if {
 # Path templates
 # ---------------------------------------------------------------------------
 
-_template_cases := {
+_template_matches := {
 	"param matches one segment": ["/customers/{customer_number}", ["customers", "42"], {"customer_number": "42"}],
-	"param does not match two": ["/customers/{customer_number}", ["customers", "42", "orders", "7"], null],
-	"param does not match zero": ["/customers/{customer_number}", ["customers"], null],
 	"tail matches more": ["/customers/{customer_number}/**", ["customers", "42", "orders", "7"], {"customer_number": "42"}],
 	"tail matches zero": ["/customers/{customer_number}/**", ["customers", "42"], {"customer_number": "42"}],
-	"tail needs the fixed part": ["/customers/{customer_number}/**", ["customers"], null],
-	"literal is exact": ["/customers/{customer_number}", ["customersX", "42"], null],
-	"literal is case-sensitive": ["/products", ["Products"], null],
-	"literal prefix is not a match": ["/public/**", ["publicity"], null],
 	"public root": ["/public/**", ["public"], {}],
 	"public tail": ["/public/**", ["public", "a", "b"], {}],
-	"public needs public": ["/public/**", [], null],
 	"root": ["/", [], {}],
-	"root is exact": ["/", ["a"], null],
 	"everything": ["/**", ["a", "b"], {}],
 	"everything includes root": ["/**", [], {}],
 	"two params": ["/a/{x}/b/{y}", ["a", "1", "b", "2"], {"x": "1", "y": "2"}],
 	"repeated param, same value": ["/a/{x}/{x}", ["a", "1", "1"], {"x": "1"}],
-	"repeated param, other value": ["/a/{x}/{x}", ["a", "1", "2"], null],
-	"inner ** never matches": ["/a/**/b", ["a", "x", "b"], null],
-	"inner ** never matches literally": ["/a/**/b", ["a", "**", "b"], null],
-	"empty braces are literal": ["/a/{}", ["a", "x"], null],
-	"param needs a non-empty segment": ["/a/{x}", ["a", ""], null],
 	"repeated slashes are ignored": ["//customers//{c}", ["customers", "42"], {"c": "42"}],
 }
 
+_template_mismatches := {
+	"param does not match two": ["/customers/{customer_number}", ["customers", "42", "orders", "7"]],
+	"param does not match zero": ["/customers/{customer_number}", ["customers"]],
+	"tail needs the fixed part": ["/customers/{customer_number}/**", ["customers"]],
+	"literal is exact": ["/customers/{customer_number}", ["customersX", "42"]],
+	"literal is case-sensitive": ["/products", ["Products"]],
+	"literal prefix is not a match": ["/public/**", ["publicity"]],
+	"public needs public": ["/public/**", []],
+	"root is exact": ["/", ["a"]],
+	"repeated param, other value": ["/a/{x}/{x}", ["a", "1", "2"]],
+	"inner ** never matches": ["/a/**/b", ["a", "x", "b"]],
+	"inner ** never matches literally": ["/a/**/b", ["a", "**", "b"]],
+	"empty braces are literal": ["/a/{}", ["a", "x"]],
+	"param needs a non-empty segment": ["/a/{x}", ["a", ""]],
+}
+
 test_template_params[note] if {
-	some note, tc in _template_cases
-	tc[2] != null
+	some note, tc in _template_matches
 	authz.template_params(tc[0], tc[1]) == tc[2]
 }
 
 test_template_does_not_match[note] if {
-	some note, tc in _template_cases
-	tc[2] == null
+	some note, tc in _template_mismatches
 	not authz.template_params(tc[0], tc[1])
 }
 
@@ -632,4 +637,36 @@ test_valid_routes_have_no_errors if {
 		{"id": "x", "methods": ["GET"], "paths": ["/a/{x}/b/{y_2}"], "sensitivity": "internal", "scopes": ["s"], "roles": ["r"], "owner": "x", "note": "extra keys are fine"},
 	]
 	count(authz.route_errors) == 0 with data.tollgate.routes as routes
+}
+
+test_string_methods_and_paths_still_match if {
+	routes := [{"methods": "GET", "paths": "/x", "sensitivity": "public"}]
+	_allowed(_decide_with(_anonymous("GET", "/x"), routes), {})
+	count(authz.route_errors) == 2 with data.tollgate.routes as routes
+}
+
+# Malformed data or input never makes the decision undefined or an error; the
+# Go test runs these with builtin errors raised.
+test_malformed_values_fail_closed[note] if {
+	some note, tc in {
+		"number in paths": [[{"methods": ["GET"], "paths": [7, "/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
+		"number in methods": [[{"methods": [7, "GET"], "paths": ["/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
+		"scopes a number": [[{"methods": ["GET"], "paths": ["/x"], "sensitivity": "internal", "scopes": 7}], _service("GET", "/x", []), 500],
+		"public scopes a number": [[{"methods": ["GET"], "paths": ["/x"], "sensitivity": "public", "scopes": 7}], _anonymous("GET", "/x"), 500],
+		"roles an object": [[{"methods": ["GET"], "paths": ["/x"], "sensitivity": "sensitive", "roles": {"admin": true}}], _user("GET", "/x", []), 500],
+		"owner a number": [[{"methods": ["GET"], "paths": ["/x/{id}"], "sensitivity": "sensitive", "owner": 7}], _user("GET", "/x/7", []), 500],
+		"route a string": [["/x", {"methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
+		"route an object without fields": [[{}, {"methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
+		"no sensitivity": [[{"methods": ["GET"], "paths": ["/x"]}], _anonymous("GET", "/x"), 500],
+		"numeric segments": [data.tollgate.routes, {"request": {"method": "GET", "segments": ["customers", 42]}}, 403],
+		"numeric path": [data.tollgate.routes, {"request": {"method": "GET", "path": 42}}, 403],
+		"numeric method": [data.tollgate.routes, {"request": {"method": 1, "path": "/public"}}, 403],
+		"identity a string": [data.tollgate.routes, _set(_user("GET", "/products", []), {"identity": "alice"}), 401],
+		"claims a string": [data.tollgate.routes, _in("GET", "/customers/42", _bearer_header, _set(_alice(["customers:read"]), {"claims": "x"})), 403],
+	}
+	d := _decide_with(tc[1], tc[0])
+	d.status == tc[2]
+	is_boolean(d.allow)
+	is_array(d.reasons)
+	is_object(d.headers)
 }

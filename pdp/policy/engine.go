@@ -57,7 +57,8 @@ type Options struct {
 	// Query is the decision query; DefaultQuery when empty. It must be one
 	// expression whose value is the decision document.
 	Query string
-	// Logger receives activation logs. Nil discards them.
+	// Logger receives a log of each activation (a failed one is only
+	// returned as an error). Nil discards them.
 	Logger *slog.Logger
 }
 
@@ -140,8 +141,6 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle) error {
 		err = ctx.Err()
 	}
 	if err != nil {
-		e.log.LogAttrs(ctx, slog.LevelError, "policy bundle rejected; previous policy stays active",
-			slog.String("revision", rev), slog.String("active_revision", e.Revision()), slog.Any("error", err))
 		return fmt.Errorf("policy: activate revision %q: %w", rev, err)
 	}
 	prev := e.active.Swap(p)

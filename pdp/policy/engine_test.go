@@ -359,13 +359,9 @@ func TestActivateBadBundleKeepsPrevious(t *testing.T) {
 		{"unknown function", authzBundle("rev-bad", `decision := no_such_function(1)`), nil, true},
 		{"decision in another package", testBundle("rev-bad", nil, "package tollgate.authx\n\ndecision := {}"), ErrNoDecisionRule, false},
 		{"empty bundle", testBundle("rev-bad", nil), ErrNoDecisionRule, false},
-		{"data outside the roots", func() *bundle.Bundle {
-			b := authzBundle("rev-bad", `decision := {"allow": true, "status": 200, "reasons": [], "headers": {}}`)
-			roots := []string{"tollgate"}
-			b.Manifest.Roots = &roots
-			b.Data = map[string]any{"elsewhere": 1}
-			return b
-		}(), nil, false},
+		{"data conflicts with a rule", testBundle("rev-bad",
+			map[string]any{"tollgate": map[string]any{"authz": map[string]any{"decision": 1}}},
+			"package tollgate.authz\n\ndecision := {}"), nil, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

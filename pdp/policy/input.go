@@ -77,7 +77,7 @@ var (
 // is present only when Status is StatusValid and Identity is set; key_id only
 // when the identity has one (API keys). Nil lists and maps become empty
 // arrays and objects, never null; an empty credential type or placement
-// becomes "none".
+// becomes "none"; a nil Request gives a request of empty fields.
 //
 // Claims are converted with ast.InterfaceToValue, which handles everything
 // encoding/json produces, json.Number included. Should a claim ever be
@@ -137,33 +137,37 @@ func (in Input) identity() *authn.Identity {
 
 // build assembles the document around already converted claims.
 func (in Input) build(claims ast.Value) ast.Object {
+	r := in.Request
+	if r == nil {
+		r = &request.Request{}
+	}
+	id := in.identity()
+	a := newArena(r, id)
+
 	items := make([][2]*ast.Term, 2, 3)
-	items[0] = ast.Item(keyRequest, ast.NewTerm(requestValue(in.Request)))
-	items[1] = ast.Item(keyCredential, ast.NewTerm(in.credentialValue()))
-	if id := in.identity(); id != nil {
-		items = append(items, ast.Item(keyIdentity, ast.NewTerm(identityValue(id, claims))))
+	items[0] = ast.Item(keyRequest, a.term(requestValue(a, r)))
+	items[1] = ast.Item(keyCredential, a.term(in.credentialValue(a)))
+	if id != nil {
+		items = append(items, ast.Item(keyIdentity, a.term(identityValue(a, id, claims))))
 	}
 	return ast.NewObject(items...)
 }
 
-func requestValue(r *request.Request) ast.Object {
-	if r == nil {
-		r = &request.Request{}
-	}
+func requestValue(a *arena, r *request.Request) ast.Object {
 	return ast.NewObject(
-		ast.Item(keyID, str(r.ID)),
-		ast.Item(keyMethod, str(r.Method)),
-		ast.Item(keyPath, str(r.Path)),
-		ast.Item(keySegments, strList(r.Segments)),
-		ast.Item(keyHost, str(r.Host)),
-		ast.Item(keyScheme, str(r.Scheme)),
-		ast.Item(keyQuery, multimap(r.Query)),
-		ast.Item(keyHeaders, multimap(r.Headers)),
-		ast.Item(keySourceIP, str(r.SourceIP)),
+		ast.Item(keyID, a.str(r.ID)),
+		ast.Item(keyMethod, a.str(r.Method)),
+		ast.Item(keyPath, a.str(r.Path)),
+		ast.Item(keySegments, a.strList(r.Segments)),
+		ast.Item(keyHost, a.str(r.Host)),
+		ast.Item(keyScheme, a.str(r.Scheme)),
+		ast.Item(keyQuery, a.multimap(r.Query)),
+		ast.Item(keyHeaders, a.multimap(r.Headers)),
+		ast.Item(keySourceIP, a.str(r.SourceIP)),
 	)
 }
 
-func (in Input) credentialValue() ast.Object {
+func (in Input) credentialValue(a *arena) ast.Object {
 	c := in.Credential
 	typ, placement := string(c.Type), string(c.Placement)
 	if typ == "" {
@@ -177,53 +181,98 @@ func (in Input) credentialValue() ast.Object {
 		problem = c.Problem
 	}
 	return ast.NewObject(
-		ast.Item(keyType, str(typ)),
-		ast.Item(keyPlacement, str(placement)),
-		ast.Item(keyName, str(c.Name)),
-		ast.Item(keyStatus, str(in.Status)),
-		ast.Item(keyError, str(problem)),
-		ast.Item(keyFingerprint, str(c.Secret.Fingerprint())),
+		ast.Item(keyType, a.str(typ)),
+		ast.Item(keyPlacement, a.str(placement)),
+		ast.Item(keyName, a.str(c.Name)),
+		ast.Item(keyStatus, a.str(in.Status)),
+		ast.Item(keyError, a.str(problem)),
+		ast.Item(keyFingerprint, a.str(c.Secret.Fingerprint())),
 	)
 }
 
-func identityValue(id *authn.Identity, claims ast.Value) ast.Object {
+func identityValue(a *arena, id *authn.Identity, claims ast.Value) ast.Object {
 	items := make([][2]*ast.Term, 0, 7)
 	items = append(items,
-		ast.Item(keyKind, str(string(id.Kind))),
-		ast.Item(keySubject, str(id.Subject)),
-		ast.Item(keyIssuer, str(id.Issuer)),
+		ast.Item(keyKind, a.str(string(id.Kind))),
+		ast.Item(keySubject, a.str(id.Subject)),
+		ast.Item(keyIssuer, a.str(id.Issuer)),
 	)
 	if id.KeyID != "" {
-		items = append(items, ast.Item(keyKeyID, str(id.KeyID)))
+		items = append(items, ast.Item(keyKeyID, a.str(id.KeyID)))
 	}
 	items = append(items,
-		ast.Item(keyClaims, ast.NewTerm(claims)),
-		ast.Item(keyScopes, strList(id.Scopes)),
-		ast.Item(keyRoles, strList(id.Roles)),
+		ast.Item(keyClaims, a.term(claims)),
+		ast.Item(keyScopes, a.strList(id.Scopes)),
+		ast.Item(keyRoles, a.strList(id.Roles)),
 	)
 	return ast.NewObject(items...)
 }
 
-// str returns a string term, shared when OPA interns the string.
-func str(s string) *ast.Term { return ast.InternedTerm(s) }
+// arena hands out the terms of one input document from two blocks allocated
+// up front, instead of one allocation per term. It falls back to ordinary
+// allocation should its estimate be short.
+type arena struct {
+	terms []ast.Term
+	ptrs  []*ast.Term // element slices of arrays
+}
 
-// strList returns an array term of ss; nil gives an empty array. The terms
-// are allocated in one block.
-func strList(ss []string) *ast.Term {
-	block := make([]ast.Term, len(ss))
-	terms := make([]*ast.Term, len(ss))
-	for i, s := range ss {
-		block[i].Value = ast.String(s)
-		terms[i] = &block[i]
+// newArena sizes an arena for the document of r and id.
+func newArena(r *request.Request, id *authn.Identity) *arena {
+	// Fixed fields: 3 top-level, 9 request, 6 credential, 7 identity.
+	nTerms, nPtrs := 25+len(r.Segments), len(r.Segments)
+	for _, m := range []map[string][]string{r.Query, r.Headers} {
+		for _, vs := range m {
+			nTerms += 2 + len(vs) // key, array, values
+			nPtrs += len(vs)
+		}
 	}
-	return ast.NewTerm(ast.NewArray(terms...))
+	if id != nil {
+		nTerms += len(id.Scopes) + len(id.Roles)
+		nPtrs += len(id.Scopes) + len(id.Roles)
+	}
+	return &arena{terms: make([]ast.Term, nTerms), ptrs: make([]*ast.Term, nPtrs)}
+}
+
+// term returns a term holding v.
+func (a *arena) term(v ast.Value) *ast.Term {
+	if len(a.terms) == 0 {
+		return ast.NewTerm(v)
+	}
+	t := &a.terms[0]
+	a.terms = a.terms[1:]
+	t.Value = v
+	return t
+}
+
+// str returns a string term.
+func (a *arena) str(s string) *ast.Term {
+	if s == "" {
+		return emptyString // no allocation for the many empty fields
+	}
+	return a.term(ast.String(s))
+}
+
+var emptyString = ast.StringTerm("")
+
+// strList returns an array term of ss; nil gives an empty array.
+func (a *arena) strList(ss []string) *ast.Term {
+	var elems []*ast.Term
+	if len(a.ptrs) >= len(ss) {
+		elems, a.ptrs = a.ptrs[:len(ss):len(ss)], a.ptrs[len(ss):]
+	} else {
+		elems = make([]*ast.Term, len(ss))
+	}
+	for i, s := range ss {
+		elems[i] = a.str(s)
+	}
+	return a.term(ast.NewArray(elems...))
 }
 
 // multimap returns an object term of string lists; nil gives an empty object.
-func multimap(m map[string][]string) *ast.Term {
+func (a *arena) multimap(m map[string][]string) *ast.Term {
 	items := make([][2]*ast.Term, 0, len(m))
 	for k, vs := range m {
-		items = append(items, ast.Item(str(k), strList(vs)))
+		items = append(items, ast.Item(a.str(k), a.strList(vs)))
 	}
-	return ast.NewTerm(ast.NewObject(items...))
+	return a.term(ast.NewObject(items...))
 }

@@ -19,12 +19,14 @@ type Raw struct {
 }
 
 // Request is the normalized request. Every field is safe to hand to a policy
-// once the credential stage has removed the secret it carried.
+// once the credential stage has removed the secret it carried. Normalize
+// builds it; see there for the exact rules. Segments, Query and Headers are
+// never nil.
 type Request struct {
 	ID       string
 	Method   string              // upper case
-	Path     string              // normalized, always starts with "/"
-	Segments []string            // Path split on "/", without empty segments
+	Path     string              // normalized, always starts with "/"; no trailing "/" except for the root
+	Segments []string            // Path split on "/", without empty segments, each fully percent-decoded
 	Host     string              // lower case, as given
 	Scheme   string              // lower case; "http" when unknown
 	Query    map[string][]string // decoded query parameters

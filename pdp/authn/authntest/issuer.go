@@ -79,14 +79,15 @@ type Issuer struct {
 	jwksFetches      atomic.Int64
 	discoveryFetches atomic.Int64
 
-	mu        sync.Mutex
-	keys      []*Key // published in the JWKS, in order
-	signing   *Key   // the current RSA signing key
-	nextRSA   int    // suffix of the next rotated RSA key id
-	nextOther int    // suffix of the next AddKey key id
-	stranger  *Key   // a key never published, for MintUnknownKey
-	override  *cannedResponse
-	jwksDelay time.Duration
+	mu          sync.Mutex
+	keys        []*Key          // published in the JWKS, in order
+	signing     *Key            // the current RSA signing key
+	nextRSA     int             // suffix of the next rotated RSA key id
+	nextOther   int             // suffix of the next AddKey key id
+	stranger    *Key            // a key never published, for MintUnknownKey
+	unpublished map[string]*Key // per alg, for Mint with an alg no published key fits
+	override    *cannedResponse
+	jwksDelay   time.Duration
 }
 
 type cannedResponse struct {
@@ -183,25 +184,7 @@ func (is *Issuer) Rotate() *Key {
 // signing key. Mint picks it for alg when no other published key fits.
 func (is *Issuer) AddKey(alg string) *Key {
 	is.tb.Helper()
-	var priv crypto.Signer
-	switch {
-	case strings.HasPrefix(alg, "RS"), strings.HasPrefix(alg, "PS"):
-		priv = newRSAKey(is.tb)
-	case alg == "ES256":
-		priv = newECKey(is.tb, elliptic.P256())
-	case alg == "ES384":
-		priv = newECKey(is.tb, elliptic.P384())
-	case alg == "ES512":
-		priv = newECKey(is.tb, elliptic.P521())
-	case alg == "EdDSA":
-		_, p, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			is.tb.Fatalf("authntest: generating Ed25519 key: %v", err)
-		}
-		priv = p
-	default:
-		is.tb.Fatalf("authntest: AddKey: no asymmetric key type for alg %q", alg)
-	}
+	priv := newKey(is.tb, alg)
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	k := &Key{ID: fmt.Sprintf("%s-%d", strings.ToLower(alg), is.nextOther), Algorithm: alg, Private: priv}
@@ -298,6 +281,29 @@ func writeJSON(w http.ResponseWriter, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
+}
+
+// newKey creates a private key for alg.
+func newKey(tb testing.TB, alg string) crypto.Signer {
+	tb.Helper()
+	switch {
+	case strings.HasPrefix(alg, "RS"), strings.HasPrefix(alg, "PS"):
+		return newRSAKey(tb)
+	case alg == "ES256":
+		return newECKey(tb, elliptic.P256())
+	case alg == "ES384":
+		return newECKey(tb, elliptic.P384())
+	case alg == "ES512":
+		return newECKey(tb, elliptic.P521())
+	case alg == "EdDSA":
+		_, p, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			tb.Fatalf("authntest: generating Ed25519 key: %v", err)
+		}
+		return p
+	}
+	tb.Fatalf("authntest: no asymmetric key type for alg %q", alg)
+	return nil
 }
 
 func newRSAKey(tb testing.TB) *rsa.PrivateKey {

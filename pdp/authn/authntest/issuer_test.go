@@ -179,3 +179,24 @@ func TestJWKSOverrides(t *testing.T) {
 		t.Fatal("server still answers after Close")
 	}
 }
+
+func TestMintWithAnAlgNoPublishedKeyFits(t *testing.T) {
+	is := authntest.NewIssuer(t)
+	for _, alg := range []string{"ES384", "ES512", "EdDSA"} {
+		tok := is.Mint(is.Claims("alice"), authntest.WithAlg(alg))
+		h := header(t, tok)
+		if h["alg"] != alg || h["kid"] != "unpublished-"+alg {
+			t.Fatalf("%s: header %v", alg, h)
+		}
+		if again := header(t, is.Mint(is.Claims("bob"), authntest.WithAlg(alg))); again["kid"] != h["kid"] {
+			t.Fatalf("%s: a second unpublished key", alg)
+		}
+		if set := fetchKeys(t, is); len(set.Key("unpublished-"+alg)) != 0 {
+			t.Fatalf("%s: unpublished key is in the JWKS", alg)
+		}
+		k := is.AddKey(alg)
+		if h := header(t, is.Mint(is.Claims("alice"), authntest.WithAlg(alg))); h["kid"] != k.ID {
+			t.Fatalf("%s: after AddKey, kid %v, want %s", alg, h["kid"], k.ID)
+		}
+	}
+}

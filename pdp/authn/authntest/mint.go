@@ -29,7 +29,8 @@ type mintOptions struct {
 // WithAlg signs with alg (default RS256, or the WithKey key's algorithm).
 // Without WithKey, the key is the signing key if made for alg, else the
 // first published key made for alg ("ec-1" for ES256, AddKey's keys), else
-// for RS*/PS* the RSA signing key (whose JWK says RS256).
+// for RS*/PS* the RSA signing key (whose JWK says RS256), else an
+// unpublished key (call AddKey first for a token that should verify).
 func WithAlg(alg string) MintOption { return func(o *mintOptions) { o.alg = alg } }
 
 // WithKey signs with k (published or not).
@@ -231,11 +232,29 @@ func (is *Issuer) sign(payload []byte, opt []MintOption) *jose.JSONWebSignature 
 	return jws
 }
 
-// keyFor picks the published key Mint uses for alg: the signing key if it
-// is made for alg, else the first key made for alg, else (RS*, PS*) the
-// signing key, else the first key of the right type.
+// keyFor picks the key Mint uses for alg: the signing key if it is made for
+// alg, else the first published key made for alg, else (RS*, PS*) the
+// signing key, else the first published key of the right type, else a fresh
+// key that is never published (kid "unpublished-<alg>"), so that the token
+// can still be sent, e.g. to test an allow-list.
 func (is *Issuer) keyFor(alg string) *Key {
 	is.tb.Helper()
+	if k := is.existingKeyFor(alg); k != nil {
+		return k
+	}
+	priv := newKey(is.tb, alg)
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	if is.unpublished[alg] == nil {
+		if is.unpublished == nil {
+			is.unpublished = map[string]*Key{}
+		}
+		is.unpublished[alg] = &Key{ID: "unpublished-" + alg, Algorithm: alg, Private: priv}
+	}
+	return is.unpublished[alg]
+}
+
+func (is *Issuer) existingKeyFor(alg string) *Key {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	if is.signing.Algorithm == alg {
@@ -254,8 +273,7 @@ func (is *Issuer) keyFor(alg string) *Key {
 			return k
 		}
 	}
-	is.tb.Fatalf("authntest: no published key for %s; call AddKey(%q) first", alg, alg)
-	return nil
+	return is.unpublished[alg]
 }
 
 func fits(k *Key, alg string) bool {

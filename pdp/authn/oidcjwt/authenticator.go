@@ -26,6 +26,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -115,10 +117,23 @@ func discover(ctx context.Context, client *http.Client, iss string) (string, err
 	if err := p.Claims(&doc); err != nil {
 		return "", fmt.Errorf("oidcjwt: discovery for issuer %q: %w", iss, err)
 	}
-	if err := checkIssuerURL(doc.JWKSURI); err != nil {
+	if err := checkJWKSURL(iss, doc.JWKSURI); err != nil {
 		return "", fmt.Errorf("oidcjwt: discovery for issuer %q: jwks_uri: %v", iss, err)
 	}
 	return doc.JWKSURI, nil
+}
+
+// checkJWKSURL requires an absolute http(s) URL, and https when the issuer
+// uses https (no downgrade for the keys).
+func checkJWKSURL(iss, jwks string) error {
+	u, err := url.Parse(jwks)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute http(s) URL", jwks)
+	}
+	if strings.HasPrefix(iss, "https://") && u.Scheme != "https" {
+		return fmt.Errorf("%q is not https, though the issuer is", jwks)
+	}
+	return nil
 }
 
 // Authenticate verifies a bearer token. It returns NotApplicable for any

@@ -134,6 +134,8 @@ func TestRejectsBadTokens(t *testing.T) {
 		{name: "HS256 keyed with the RSA public key PEM", token: func(f *fixture) string { return f.iss.ForgeHS256PEM(f.claims(nil)) }, reason: authn.ReasonAlgorithm},
 		{name: "HS256 keyed with the RSA public key DER", token: func(f *fixture) string { return f.iss.ForgeHS256DER(f.claims(nil)) }, reason: authn.ReasonAlgorithm},
 		{name: "ES256 when only RS256 is allowed", config: withAlgorithms("RS256"), token: mint(nil, authntest.WithAlg("ES256")), reason: authn.ReasonAlgorithm},
+		{name: "ES384 allowed but no key published for it", config: withAlgorithms("RS256", "ES384"),
+			token: mint(nil, authntest.WithAlg("ES384")), reason: authn.ReasonUnknownKey},
 		{name: "PS256 outside the default allow-list", token: mint(nil, authntest.WithAlg("PS256")), reason: authn.ReasonAlgorithm},
 
 		// Time.

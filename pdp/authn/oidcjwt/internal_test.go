@@ -25,7 +25,7 @@ func TestPrecheck(t *testing.T) {
 		{"ok", tok(h, `{"iss":"https://idp","sub":"a"}`), ""},
 		{"ok without signature (judged later)", enc(h) + "." + enc(`{}`) + ".", ""},
 		{"empty", "", authn.ReasonMalformed},
-		{"too large", strings.Repeat("a", 101), authn.ReasonTooLarge},
+		{"too large", strings.Repeat("a", 201), authn.ReasonTooLarge},
 		{"empty header", "." + enc(`{}`) + ".c2ln", authn.ReasonMalformed},
 		{"alg none", tok(`{"alg":"none"}`, `{}`), authn.ReasonAlgorithm},
 		{"alg None", tok(`{"alg":"None"}`, `{}`), authn.ReasonAlgorithm},
@@ -47,7 +47,7 @@ func TestPrecheck(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			u, reason := precheck(tc.raw, 100)
+			u, reason := precheck(tc.raw, 200)
 			if reason != tc.reason {
 				t.Fatalf("precheck = %q, want %q", reason, tc.reason)
 			}
@@ -182,5 +182,25 @@ func TestParseJWKSKeepsPublicSigningKeysOnly(t *testing.T) {
 	if len(keys) != 1 || keys[0].KeyID != "sig" || !keys[0].IsPublic() {
 		b, _ := json.Marshal(keys)
 		t.Fatalf("keys = %s", b)
+	}
+}
+
+func TestCheckJWKSURL(t *testing.T) {
+	cases := []struct {
+		iss, jwks string
+		ok        bool
+	}{
+		{"https://idp", "https://idp/keys", true},
+		{"https://idp", "https://b2c.example/keys?p=signin", true},
+		{"http://localhost:1", "http://localhost:1/jwks", true},
+		{"https://idp", "http://idp/keys", false},
+		{"https://idp", "/keys", false},
+		{"https://idp", "", false},
+		{"https://idp", "file:///etc/passwd", false},
+	}
+	for _, tc := range cases {
+		if err := checkJWKSURL(tc.iss, tc.jwks); (err == nil) != tc.ok {
+			t.Errorf("checkJWKSURL(%q, %q) = %v", tc.iss, tc.jwks, err)
+		}
 	}
 }
