@@ -143,7 +143,7 @@ func TestSecretNeverPrinted(t *testing.T) {
 	}
 	for name, out := range map[string]string{
 		"%v": fmt.Sprintf("%v", c), "%+v": fmt.Sprintf("%+v", c), "%#v": fmt.Sprintf("%#v", c),
-		"%s": fmt.Sprintf("%s", s), "json": string(js), "slog": logged.String(),
+		"%s": fmt.Sprintf("%s %q", s, s), "json": string(js), "slog": logged.String(),
 	} {
 		if strings.Contains(out, raw) {
 			t.Errorf("%s reveals the secret: %s", name, out)

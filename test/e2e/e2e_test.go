@@ -18,6 +18,9 @@ import (
 // tollgate with SIGTERM and then look for leaked secrets in everything the
 // run produced.
 func TestE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end tests build and start real servers; skipped with -short")
+	}
 	e := newEnv(t)
 
 	t.Run("routes", func(t *testing.T) { e.runCases(t, e.tg, "routes.yaml") })
@@ -215,7 +218,7 @@ func testNoSecretLeaks(t *testing.T, e *env, p *process) {
 	e.mu.Lock()
 	secrets := slices.Clone(e.secrets)
 	haystacks := map[string][]byte{p.name + " output": []byte(out)}
-	for what, b := range e.bodies {
+	for what, b := range e.captured {
 		haystacks[what] = b
 	}
 	files := slices.Clone(e.files)

@@ -33,10 +33,10 @@ type env struct {
 	tg       *tollgate
 	client   *http.Client
 
-	mu      sync.Mutex
-	secrets []string          // raw tokens and API keys the run used
-	bodies  map[string][]byte // response bodies and logs, by what they are
-	files   []string          // files to scan at the end: the key file
+	mu       sync.Mutex
+	secrets  []string          // raw tokens and API keys the run used
+	captured map[string][]byte // responses and logs, by what they are
+	files    []string          // files to scan at the end: the key file
 }
 
 // apiKey is a key made by `tollgate apikey new`.
@@ -52,7 +52,7 @@ func newEnv(t *testing.T) *env {
 		keysFile: filepath.Join(t.TempDir(), "keys.yaml"),
 		keys:     map[string]apiKey{},
 		client:   &http.Client{Timeout: 30 * time.Second},
-		bodies:   map[string][]byte{},
+		captured: map[string][]byte{},
 	}
 	// Published keys for algorithms outside the configured allow-list, so
 	// that their tokens fail on the allow-list and not on a missing key.
@@ -135,8 +135,13 @@ func (e *env) mint(sub string, extra map[string]any, opts ...authntest.MintOptio
 	return e.secret(e.issuer.Mint(claims, opts...))
 }
 
-// recordBody keeps a response body for the leak check.
-func (e *env) recordBody(what string, b []byte) { e.record("response to "+what, b) }
+// recordResponse keeps a response's header and body for the leak check.
+func (e *env) recordResponse(what string, resp *http.Response, body []byte) {
+	var b bytes.Buffer
+	_ = resp.Header.Write(&b)
+	b.Write(body)
+	e.record("response to "+what, b.Bytes())
+}
 
 // record keeps b, named what, for the leak check.
 func (e *env) record(what string, b []byte) {
@@ -144,12 +149,12 @@ func (e *env) record(what string, b []byte) {
 	defer e.mu.Unlock()
 	key := what
 	for i := 2; ; i++ {
-		if _, dup := e.bodies[key]; !dup {
+		if _, dup := e.captured[key]; !dup {
 			break
 		}
 		key = fmt.Sprintf("%s #%d", what, i)
 	}
-	e.bodies[key] = slices.Clone(b)
+	e.captured[key] = slices.Clone(b)
 }
 
 // do sends req, records the response body and returns the response with
@@ -165,7 +170,7 @@ func (e *env) do(t *testing.T, req *http.Request) (*http.Response, []byte) {
 	if err != nil {
 		t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL.Path, err)
 	}
-	e.recordBody(req.Method+" "+req.URL.String(), body)
+	e.recordResponse(req.Method+" "+req.URL.String(), resp, body)
 	return resp, body
 }
 

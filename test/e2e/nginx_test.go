@@ -136,7 +136,7 @@ func (e *env) rawViaNginx(t *testing.T, n *nginx, method, target string) nginxRe
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.recordBody("raw "+method+" "+target, body)
+	e.recordResponse("raw "+method+" "+target, resp, body)
 	return e.nginxResult(id, resp, body)
 }
 

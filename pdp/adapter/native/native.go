@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/tollgate/tollgate/pdp/decision"
 	"github.com/tollgate/tollgate/pdp/request"
@@ -92,12 +91,9 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. The body must be one JSON object
+// whatever the Content-Type says (so a plain `curl -d` works).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		writeJSON(w, http.StatusUnsupportedMediaType, errorBody{Error: "content type must be application/json"})
-		return
-	}
 	body, status, err := h.decode(r.Body, w)
 	if err != nil {
 		writeJSON(w, status, errorBody{Error: err.Error()})
