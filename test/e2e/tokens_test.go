@@ -30,7 +30,7 @@ type badToken struct {
 
 // badTokens forges them with the test issuer; other is a second, real
 // issuer that tollgate is not configured to trust.
-func badTokens(t *testing.T, e *env, other *authntest.Issuer) []badToken {
+func badTokens(e *env, other *authntest.Issuer) []badToken {
 	is := e.issuer
 	now := time.Now()
 	with := func(change func(c map[string]any)) map[string]any {
@@ -99,7 +99,7 @@ func testBadTokens(t *testing.T, e *env) {
 			t.Fatalf("good token denied: %d %q", d.Status, d.Reasons)
 		}
 	})
-	for _, bt := range badTokens(t, e, other) {
+	for _, bt := range badTokens(e, other) {
 		e.secret(bt.token)
 		t.Run(bt.name, func(t *testing.T) {
 			d := ask(t, bt.token)

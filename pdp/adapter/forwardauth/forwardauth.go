@@ -35,6 +35,9 @@ const (
 	// ReasonNoOriginalRequest: a trusted proxy did not say which request
 	// it asks about.
 	ReasonNoOriginalRequest = "missing_original_request"
+	// ReasonConflictingHeaders: the X-Forwarded-* and X-Original-* headers
+	// name different requests, or one of them is repeated.
+	ReasonConflictingHeaders = "conflicting_forwarded_headers"
 )
 
 // Options configure the handler.
@@ -103,29 +106,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "forward-auth request from an untrusted address", slog.String("peer", peer.String()))
 		return
 	}
-	raw, ok := h.original(r, peer)
-	if !ok {
-		h.write(w, withID(decision.Deny(http.StatusForbidden, ReasonNoOriginalRequest)))
+	raw, problem := h.original(r)
+	if problem != "" {
+		h.write(w, withID(decision.Deny(http.StatusForbidden, problem)))
 		return
 	}
+	raw.SourceIP = h.clientIP(r.Header.Values("X-Forwarded-For"), peer).String()
 	h.write(w, h.decider.Decide(r.Context(), raw))
 }
 
-// original rebuilds the original request from the forwarding headers.
-func (h *Handler) original(r *http.Request, peer netip.Addr) (request.Raw, bool) {
-	method := first(r.Header, "X-Forwarded-Method", "X-Original-Method")
-	target := first(r.Header, "X-Forwarded-Uri", "X-Original-Uri")
-	if target == "" {
-		// X-Original-URL carries an absolute URL in some setups.
-		if u := r.Header.Get("X-Original-Url"); u != "" {
-			if i := strings.Index(u, "://"); i >= 0 {
-				if j := strings.IndexByte(u[i+3:], '/'); j >= 0 {
-					target = u[i+3+j:]
-				} else {
-					target = "/"
-				}
-			}
-		}
+// original rebuilds the original request from the forwarding headers. It
+// fails when they are missing, or when the X-Forwarded-* and X-Original-*
+// families disagree: a gateway overwrites the family it sets, but may pass
+// the other one through from the client, and a client must not be able to
+// choose what is judged.
+func (h *Handler) original(r *http.Request) (request.Raw, string) {
+	method, ok := agree(r.Header, "X-Forwarded-Method", "X-Original-Method")
+	if !ok {
+		return request.Raw{}, ReasonConflictingHeaders
+	}
+	target, ok := agree(r.Header, "X-Forwarded-Uri", "X-Original-Uri")
+	if !ok {
+		return request.Raw{}, ReasonConflictingHeaders
 	}
 	if target == "" && method == "" {
 		// Envoy's HTTP ext_authz: the original path follows the prefix and
@@ -135,7 +137,7 @@ func (h *Handler) original(r *http.Request, peer netip.Addr) (request.Raw, bool)
 		}
 	}
 	if method == "" || target == "" {
-		return request.Raw{}, false
+		return request.Raw{}, ReasonNoOriginalRequest
 	}
 	host := first(r.Header, "X-Forwarded-Host")
 	if host == "" {
@@ -148,14 +150,29 @@ func (h *Handler) original(r *http.Request, peer netip.Addr) (request.Raw, bool)
 		}
 	}
 	return request.Raw{
-		ID:       r.Header.Get("X-Request-Id"),
-		Method:   method,
-		Target:   target,
-		Host:     host,
-		Scheme:   strings.ToLower(first(r.Header, "X-Forwarded-Proto")),
-		Headers:  headers,
-		SourceIP: h.clientIP(r.Header.Values("X-Forwarded-For"), peer).String(),
-	}, true
+		Method:  method,
+		Target:  target,
+		Host:    host,
+		Scheme:  strings.ToLower(first(r.Header, "X-Forwarded-Proto")),
+		Headers: headers,
+	}, ""
+}
+
+// agree returns the value of whichever of the two headers is set, and false
+// when both are set (once each) to different values, or either is repeated.
+func agree(hdr http.Header, a, b string) (string, bool) {
+	va, vb := hdr.Values(a), hdr.Values(b)
+	if len(va) > 1 || len(vb) > 1 {
+		return "", false
+	}
+	x, y := first(hdr, a), first(hdr, b)
+	switch {
+	case x == "":
+		return y, true
+	case y == "" || x == y:
+		return x, true
+	}
+	return "", false
 }
 
 // clientIP is the right-most address of X-Forwarded-For that is not a
@@ -204,9 +221,15 @@ func (h *Handler) write(w http.ResponseWriter, dec decision.Decision) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	// NGINX's auth_request understands only 2xx, 401 and 403: every other
+	// client error becomes 403 (the reasons in the body stay exact); server
+	// errors stay 5xx, which every gateway treats as a deny.
 	status := dec.Status
-	if status < 400 || status > 599 {
+	if status < 500 && status != http.StatusUnauthorized {
 		status = http.StatusForbidden
+	}
+	if status > 599 {
+		status = http.StatusInternalServerError
 	}
 	if status == http.StatusUnauthorized {
 		hdr.Set("WWW-Authenticate", challenge(h.realm, dec.Reasons))

@@ -220,3 +220,59 @@ func TestForwardAuthEnvoyPrefixForm(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardAuthConflictingFamilies is a security regression test: a
+// gateway that sets only X-Original-* may pass a client's X-Forwarded-Uri
+// through; the client must not choose what is judged.
+func TestForwardAuthConflictingFamilies(t *testing.T) {
+	tests := []struct {
+		name       string
+		headers    [][2]string
+		wantCalled bool
+	}{
+		{name: "uri families disagree", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/admin/x"}, {"X-Forwarded-Uri", "/public/x"}}},
+		{name: "method families disagree", headers: [][2]string{{"X-Original-Method", "DELETE"}, {"X-Forwarded-Method", "GET"}, {"X-Original-Uri", "/admin/x"}}},
+		{name: "repeated header", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/admin/x"}, {"X-Original-Uri", "/public/x"}}},
+		{name: "families agree", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Forwarded-Method", "GET"}, {"X-Original-Uri", "/public/x"}, {"X-Forwarded-Uri", "/public/x"}}, wantCalled: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{answer: allow()}
+			h := forwardauth.New(rec, forwardauth.Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+			r := httptest.NewRequest(http.MethodGet, "/v1/forward-auth", nil)
+			r.RemoteAddr = "127.0.0.1:1"
+			for _, kv := range tc.headers {
+				r.Header.Add(kv[0], kv[1])
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if rec.called != tc.wantCalled {
+				t.Fatalf("called = %v, want %v", rec.called, tc.wantCalled)
+			}
+			if !tc.wantCalled && (w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), forwardauth.ReasonConflictingHeaders)) {
+				t.Fatalf("status %d body %s", w.Code, w.Body)
+			}
+		})
+	}
+}
+
+// TestForwardAuthStatusForNGINX: auth_request understands only 2xx, 401 and
+// 403, so other client errors become 403; the decision id is never the
+// client's X-Request-Id.
+func TestForwardAuthStatusForNGINX(t *testing.T) {
+	rec := &recorder{answer: decision.Deny(400, decision.ReasonInvalidRequest)}
+	h := forwardauth.New(rec, forwardauth.Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	r := httptest.NewRequest(http.MethodGet, "/v1/forward-auth", nil)
+	r.RemoteAddr = "127.0.0.1:1"
+	r.Header.Set("X-Original-Method", "GET")
+	r.Header.Set("X-Original-Uri", "/a/..%2f")
+	r.Header.Set("X-Request-Id", "client-chosen")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), decision.ReasonInvalidRequest) {
+		t.Fatalf("status %d body %s", w.Code, w.Body)
+	}
+	if rec.got.ID == "client-chosen" {
+		t.Fatal("client-chosen X-Request-Id used as the decision id")
+	}
+}

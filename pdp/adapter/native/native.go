@@ -125,6 +125,8 @@ func (h *Handler) decode(rc io.ReadCloser, w http.ResponseWriter) (Body, int, er
 			return body, http.StatusBadRequest, errors.New("request body is empty; want a JSON object")
 		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
 			return body, http.StatusBadRequest, errors.New("request body is not valid JSON")
+		case errors.As(err, &typ) && typ.Field == "":
+			return body, http.StatusBadRequest, errors.New("request body must be a JSON object")
 		case errors.As(err, &typ):
 			return body, http.StatusBadRequest, fmt.Errorf("field %q has the wrong type", typ.Field)
 		default:

@@ -42,7 +42,7 @@ func TestDecisionBody(t *testing.T) {
 		{name: "missing path", body: `{"method":"GET"}`, wantStatus: 400, wantErr: "required"},
 		{name: "unknown field", body: `{"method":"GET","path":"/","pathh":"/x"}`, wantStatus: 400, wantErr: "unknown field"},
 		{name: "trailing data", body: `{"method":"GET","path":"/"} {}`, wantStatus: 400, wantErr: "exactly one"},
-		{name: "array", body: `[]`, wantStatus: 400, wantErr: "wrong type"},
+		{name: "array", body: `[]`, wantStatus: 400, wantErr: "must be a JSON object"},
 		{name: "oversized", body: `{"method":"GET","path":"/` + strings.Repeat("a", 2000) + `"}`, wantStatus: 413, wantErr: "over 1024 bytes"},
 		{name: "content type is not required", body: `{"method":"GET","path":"/products?page=2","scheme":"https","headers":{"Accept":["a","b"]},"source_ip":"203.0.113.7"}`, ctype: "application/x-www-form-urlencoded", wantStatus: 200},
 	}
