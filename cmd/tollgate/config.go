@@ -24,7 +24,8 @@ type config struct {
 	Issuers        []issuerConfig `yaml:"issuers"`
 	ClockSkew      time.Duration  `yaml:"clock_skew"`
 	APIKeys        struct {
-		File string `yaml:"file"`
+		File           string        `yaml:"file"`
+		ReloadInterval time.Duration `yaml:"reload_interval"`
 	} `yaml:"api_keys"`
 	Credentials *credential.Locations `yaml:"credentials"`
 	Bundle      struct {

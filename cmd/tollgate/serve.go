@@ -189,6 +189,11 @@ func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*
 			return nil, fmt.Errorf("api keys: %w", err)
 		}
 		authns = append(authns, keys)
+		interval := c.APIKeys.ReloadInterval
+		if interval <= 0 {
+			interval = defaultKeyReloadInterval
+		}
+		go watchKeyFile(ctx, c.APIKeys.File, keys, interval, log)
 	}
 	var declog *slog.Logger
 	if c.DecisionLog.Enabled {
