@@ -88,10 +88,12 @@ func Handler(d *pdp.Decider, opts Options) http.Handler {
 	// prefix form carries the original, unnormalized path, which only
 	// pdp/request may judge.
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
-	fa := forwardauth.New(d, forwardauth.Options{TrustedProxies: opts.TrustedProxies, Logger: opts.Logger})
-	r.Handle("/v1/decision", native.New(d, native.Options{MaxBodyBytes: opts.MaxBodyBytes, Logger: opts.Logger})).Methods(http.MethodPost)
+	m := newMetrics(d.Ready)
+	fa := m.instrument("forward-auth", forwardauth.New(d, forwardauth.Options{TrustedProxies: opts.TrustedProxies, Logger: opts.Logger}))
+	r.Handle("/v1/decision", m.instrument("decision", native.New(d, native.Options{MaxBodyBytes: opts.MaxBodyBytes, Logger: opts.Logger}))).Methods(http.MethodPost)
 	r.Handle(forwardauth.DefaultPathPrefix, fa)
 	r.PathPrefix(forwardauth.DefaultPathPrefix + "/").Handler(fa)
+	r.Handle("/metrics", m.handler()).Methods(http.MethodGet)
 	r.HandleFunc("/health/live", func(w http.ResponseWriter, _ *http.Request) {
 		writeStatus(w, http.StatusOK, "live")
 	}).Methods(http.MethodGet, http.MethodHead)

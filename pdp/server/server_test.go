@@ -154,3 +154,28 @@ func TestRouterDoesNotCleanPaths(t *testing.T) {
 		t.Fatalf("status %d body %s", w.Code, w.Body)
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	srv := httptest.NewServer(server.Handler(newDecider(t, true), server.Options{}))
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/decision", "application/json", strings.NewReader(`{"method":"GET","path":"/public/a"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`tollgate_http_requests_total{code="200",endpoint="decision"} 1`,
+		`tollgate_policy_ready 1`,
+		`tollgate_http_request_duration_seconds_count{endpoint="decision"} 1`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
