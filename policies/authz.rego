@@ -4,6 +4,8 @@
 #   Decides whether an API request may go through, from the route table in
 #   data.tollgate.routes and the verified caller in input.identity.
 #   The query is data.tollgate.authz.decision; it is always defined.
+#   The route table is checked once, when the bundle is activated (see
+#   bundle_errors), not on every request.
 package tollgate.authz
 
 # ---------------------------------------------------------------------------
@@ -17,7 +19,6 @@ package tollgate.authz
 # exactly one reason each, except credential_invalid, see below):
 #
 #   no route matches method and path                   403 ["no_route"]
-#   the matched route is malformed (see route_errors)  500 ["route_invalid"]
 #   public route                                       200 allow (any credential)
 #   sensitive route, credential in a query parameter   403 ["credential_in_query"]
 #   sensitive route, API key (valid or not)            403 ["api_key_not_allowed_for_sensitive_route"]
@@ -37,48 +38,110 @@ package tollgate.authz
 # Deny decisions carry no headers. An allow carries the identity headers
 # (see _identity_headers) when the credential is valid, else none.
 # The gateway adds WWW-Authenticate to a 401; the policy does not.
+#
+# The route table must be valid (bundle_errors is empty): Tollgate refuses
+# to activate a bundle whose table is not, so a malformed route never
+# decides a request. Rules below rely on that and do not re-check the table.
+#
+# Performance: this runs on every request. The rules below are written so
+# that a decision evaluates few expressions: the common allow paths are
+# checked first, in one body each, and the ordered checks above only run to
+# find the reason of a deny (_deny). Keep it that way; measure with
+# `go test -run '^$' -bench 'Decide|PeerOPAEval' -benchmem ./test/bench/`.
 # ---------------------------------------------------------------------------
 
-# Unreachable by construction (the _outcome chain ends in a plain else), kept
-# so that the decision fails closed should the chain ever be left undefined.
+# Unreachable with a valid route table (a matched route has a known
+# sensitivity), kept so that the decision fails closed should it ever be
+# left undefined.
 default decision := {"allow": false, "status": 500, "reasons": ["policy_error"], "headers": {}}
 
-decision := _outcome
+decision := d if {
+	hit := _hit
+	route := data.tollgate.routes[hit[0]]
+	d := _decide(route.sensitivity, route, hit)
+} else := {"allow": false, "status": 403, "reasons": ["no_route"], "headers": {}} if {
+	not _hit
+}
 
-_outcome := _deny(403, ["no_route"]) if {
-	not _match
-} else := _deny(500, ["route_invalid"]) if {
-	some check in _decision_checks
-	some _ in _check(check, _route)
-} else := _allow if {
-	_route.sensitivity == "public"
-} else := _deny(403, ["credential_in_query"]) if {
-	_route.sensitivity == "sensitive"
+# _decide(sensitivity, route, hit) is the decision on a matched route. Each
+# sensitivity has one body for its usual allow; anything else goes through
+# _deny, which checks the outcomes in the order of the table above.
+_decide("public", _, _) := {"allow": true, "status": 200, "reasons": [], "headers": _headers}
+
+_decide("internal", route, hit) := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
+	not route.owner
+	input.credential.status == "valid"
+	is_object(input.identity)
+	every scope in object.get(route, "scopes", []) {
+		scope in input.identity.scopes
+	}
+	every role in object.get(route, "roles", []) {
+		role in input.identity.roles
+	}
+} else := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
+	input.credential.status == "valid"
+	is_object(input.identity)
+	every scope in object.get(route, "scopes", []) {
+		scope in input.identity.scopes
+	}
+	every role in object.get(route, "roles", []) {
+		role in input.identity.roles
+	}
+	input.identity.claims[route.owner] == _owner_param(route, hit)
+} else := _deny(route, hit)
+
+_decide("sensitive", route, hit) := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
+	not route.owner
+	input.credential.type == "bearer"
+	input.credential.status == "valid"
+	input.credential.placement in {"header", "cookie"}
+	input.identity.kind == "user"
+	every scope in object.get(route, "scopes", []) {
+		scope in input.identity.scopes
+	}
+	every role in object.get(route, "roles", []) {
+		role in input.identity.roles
+	}
+} else := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
+	input.credential.type == "bearer"
+	input.credential.status == "valid"
+	input.credential.placement in {"header", "cookie"}
+	input.identity.kind == "user"
+	every scope in object.get(route, "scopes", []) {
+		scope in input.identity.scopes
+	}
+	every role in object.get(route, "roles", []) {
+		role in input.identity.roles
+	}
+	input.identity.claims[route.owner] == _owner_param(route, hit)
+} else := _deny(route, hit)
+
+# _deny is the outcome of a non-public route when its usual allow did not
+# apply: the first check of the table above that fails (or, when they all
+# pass after all, e.g. a numeric owner claim, the allow).
+_deny(route, hit) := {"allow": false, "status": 403, "reasons": ["credential_in_query"], "headers": {}} if {
+	route.sensitivity == "sensitive"
 	input.credential.placement == "query"
-} else := _deny(403, ["api_key_not_allowed_for_sensitive_route"]) if {
-	_route.sensitivity == "sensitive"
+} else := {"allow": false, "status": 403, "reasons": ["api_key_not_allowed_for_sensitive_route"], "headers": {}} if {
+	route.sensitivity == "sensitive"
 	input.credential.type == "api_key"
-} else := _deny(401, ["credential_missing"]) if {
+} else := {"allow": false, "status": 401, "reasons": ["credential_missing"], "headers": {}} if {
 	_credential_state == "absent"
-} else := _deny(401, _invalid_reasons) if {
+} else := {"allow": false, "status": 401, "reasons": _invalid_reasons, "headers": {}} if {
 	_credential_state == "invalid"
-} else := _deny(403, ["user_token_required"]) if {
-	_route.sensitivity == "sensitive"
+} else := {"allow": false, "status": 403, "reasons": ["user_token_required"], "headers": {}} if {
+	route.sensitivity == "sensitive"
 	not _user_token
-} else := _deny(403, ["insufficient_scope"]) if {
-	some scope in object.get(_route, "scopes", [])
+} else := {"allow": false, "status": 403, "reasons": ["insufficient_scope"], "headers": {}} if {
+	some scope in route.scopes
 	not scope in _scopes
-} else := _deny(403, ["missing_role"]) if {
-	some role in object.get(_route, "roles", [])
+} else := {"allow": false, "status": 403, "reasons": ["missing_role"], "headers": {}} if {
+	some role in route.roles
 	not role in _roles
-} else := _deny(403, ["not_owner"]) if {
-	_route.owner
-	not _owner_ok
-} else := _allow
-
-_deny(status, reasons) := {"allow": false, "status": status, "reasons": reasons, "headers": {}}
-
-_allow := {"allow": true, "status": 200, "reasons": [], "headers": _headers}
+} else := {"allow": false, "status": 403, "reasons": ["not_owner"], "headers": {}} if {
+	route.owner
+	not _owner_ok(route, hit)
+} else := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers}
 
 _invalid_reasons := ["credential_invalid", err] if {
 	err := input.credential.error
@@ -107,16 +170,9 @@ _invalid_reasons := ["credential_invalid", err] if {
 # input.request.segments: a literal segment matches itself (case-sensitive),
 # "{name}" matches exactly one segment and binds it to name, and a trailing
 # "**" matches zero or more segments ("/public/**" matches "/public" and
-# "/public/a/b"). "**" anywhere else, "*" and stray braces are invalid.
-#
-# A route that breaks these rules is reported by route_errors and, when it
-# is the first match for a request, denies it with 500 ["route_invalid"]
-# rather than letting a later, possibly weaker, route decide.
+# "/public/a/b"). "**" anywhere else, "*" and stray braces are invalid:
+# route_errors reports them, and a bundle with such a route is not activated.
 # ---------------------------------------------------------------------------
-
-_routes := data.tollgate.routes if is_array(data.tollgate.routes)
-
-else := []
 
 _segments := input.request.segments if is_array(input.request.segments)
 
@@ -126,33 +182,54 @@ else := [s | some s in split(input.request.path, "/"); s != ""] if is_string(inp
 # {"index": n, "id": "..." (when the route has one), "template": "...", "params": {...}}.
 # Undefined when no route matches.
 matched_route := object.union(
-	{"index": _match.index, "template": _match.template, "params": _match.params},
-	{"id": _route.id | _route.id},
-)
-
-_route := _match.route
-
-_match := {"index": i, "route": _routes[i], "template": _as_list(_routes[i].paths)[j], "params": params} if {
-	[i, j, params] := sort(_candidates)[0]
+	{"index": _hit[0], "template": template, "params": template_params(template, _segments)},
+	{"id": route.id | route.id},
+) if {
+	route := data.tollgate.routes[_hit[0]]
+	template := route.paths[_hit[1]]
 }
 
-_candidates contains [i, j, params] if {
-	some i, route in _routes
-	_method_matches(route, input.request.method)
-	some j, template in _as_list(route.paths)
-	params := template_params(template, _segments)
+# _hit is [i, j, tsegs] for the first route i and its first path j that match
+# the request, tsegs being that path's segments without the trailing "**".
+#
+# It is one pass over the route table. A route is considered only when one
+# of its paths can match the first segment (it starts with "/" and that
+# segment, or with a parameter, "**" or a doubled slash); then its methods
+# are checked; then its paths are compared segment by segment. This relies
+# on the table being valid: a segment of a valid template that starts with
+# "{" is a parameter, and "*" only appears in a last segment "**".
+_hit := hits[0] if {
+	segs := _segments
+	k := count(segs)
+	prefixes := array.concat([sprintf("/%s", [concat("/", array.slice(segs, 0, 1))])], ["/{", "/*", "//"])
+	methods := array.concat([input.request.method], ["*"])
+	hits := [[i, j, tsegs] |
+		some i, route in data.tollgate.routes
+		strings.any_prefix_match(route.paths, prefixes)
+		some method in route.methods
+		upper(method) in methods
+		some j, template in route.paths
+		tsegs := regex.find_n(`[^/*]+`, template, -1)
+		fixed := count(tsegs)
+
+		# as many segments as the template, or more when it ends in "**"
+		k >= fixed
+		object.get({true: true}, contains(template, "**"), k == fixed)
+
+		# every literal segment is equal to the request's
+		[x | some x, t in tsegs; t != segs[x]; not startswith(t, "{")] == []
+	]
 }
 
-_method_matches(route, _) if "*" in _as_list(route.methods)
-
-_method_matches(route, method) if {
-	some m in _as_list(route.methods)
-	is_string(m)
-	upper(m) == method
+# _owner_param is the request segment bound to the route's owner parameter by
+# the matched path.
+_owner_param(route, [_, _, tsegs]) := _segments[x] if {
+	tsegs[x] == sprintf("{%s}", [route.owner])
 }
 
 # template_params is the object of parameters template binds when it matches
-# segments, and undefined when it does not match.
+# segments, and undefined when it does not match. Unlike the matching above
+# it takes any template, valid or not.
 template_params(template, segments) := params if {
 	is_string(template)
 	is_array(segments)
@@ -212,30 +289,26 @@ else := [x] if is_string(x)
 # ---------------------------------------------------------------------------
 # Route table validation
 #
-# route_errors is the set of problems in data.tollgate.routes, as
-# human-readable strings; the embedded table has none (see the tests).
+# bundle_errors is the set of problems that make the bundle unfit to decide
+# anything. Tollgate evaluates it once when it activates a bundle (the
+# policy engine's check query) and refuses the bundle, keeping the previous
+# one active, when it is not empty. It is the route table's problems:
+# route_errors, human-readable strings; the embedded table has none (see the
+# tests).
 # ---------------------------------------------------------------------------
 
-route_errors contains "data.tollgate.routes must be an array" if not _routes_defined
+bundle_errors := route_errors
 
-_routes_defined if is_array(data.tollgate.routes)
+route_errors contains "data.tollgate.routes must be an array" if not is_array(data.tollgate.routes)
 
 route_errors contains sprintf("data.tollgate.routes[%d]: %s", [i, msg]) if {
-	some i, route in _routes
-	some msg in _route_problems(route)
+	some i, route in data.tollgate.routes
+	is_array(data.tollgate.routes)
+	some check in _checks
+	some msg in _check(check, route)
 }
 
-# _route_problems is the set of problems of one route, empty when it is valid.
-_route_problems(route) := {msg | some check in _checks; some msg in _check(check, route)}
-
-_checks := _decision_checks | {"id", "methods", "paths", "templates", "owner_params"}
-
-# A decision re-checks only the route that matched, and only for the problems
-# that could make it weaker than its author meant (a scope list written as a
-# string, a misspelt sensitivity, ...). The others cannot loosen a decision:
-# a malformed template or method list matches less, and an owner that is not
-# a parameter of the matched path is a "not_owner" deny.
-_decision_checks := {"object", "sensitivity", "scopes", "roles", "owner", "public"}
+_checks := {"object", "id", "methods", "paths", "templates", "sensitivity", "scopes", "roles", "owner", "owner_params", "public"}
 
 _check("object", route) := {"must be an object"} if not is_object(route)
 
@@ -370,14 +443,15 @@ _user_token if {
 # Scopes and roles: input.identity.scopes / .roles as the authenticator
 # parsed them. Only when the authenticator left them out (absent or null) are
 # they read from the claims: "scope" (space separated) and "scp" (a list or a
-# space-separated string); roles from the "roles" claim.
+# space-separated string); roles from the "roles" claim. (The usual allow
+# paths above test the identity's arrays directly; these are for _deny.)
 _scopes := _string_set(input.identity.scopes) if is_array(input.identity.scopes)
 
-else := _string_set(object.get(_claims, "scope", null)) | _string_set(object.get(_claims, "scp", null))
+else := _string_set(object.get(input.identity, ["claims", "scope"], null)) | _string_set(object.get(input.identity, ["claims", "scp"], null))
 
 _roles := _string_set(input.identity.roles) if is_array(input.identity.roles)
 
-else := _string_set(object.get(_claims, "roles", null))
+else := _string_set(object.get(input.identity, ["claims", "roles"], null))
 
 _string_set(x) := {s | some s in split(x, " "); s != ""} if is_string(x)
 
@@ -385,19 +459,15 @@ else := {s | some s in x; _non_empty_string(s)} if is_array(x)
 
 else := set()
 
-_claims := input.identity.claims if is_object(input.identity.claims)
-
-else := {}
-
 # The owner check compares as strings, so a numeric claim 42 equals the path
 # segment "42". Non-integer numbers and other types never match.
-_owner_ok if _claim_string(_route.owner) == _match.params[_route.owner]
+_owner_ok(route, hit) if _claim_string(route.owner) == _owner_param(route, hit)
 
 _claim_string(name) := v if {
-	v := _claims[name]
+	v := input.identity.claims[name]
 	is_string(v)
 } else := format_int(v, 10) if {
-	v := _claims[name]
+	v := input.identity.claims[name]
 	is_number(v)
 	v == floor(v)
 }
@@ -419,18 +489,22 @@ _headers := _identity_headers if _credential_state == "valid"
 
 else := {}
 
-_identity_headers := {name: value |
-	some name, value in _header_values
-	_non_empty_string(value)
-	not regex.match(`[\x00-\x1f\x7f]`, value)
-}
-
-_header_values["x-user-id"] := input.identity.subject
-
-_header_values["x-auth-kind"] := input.identity.kind
-
-_header_values["x-auth-issuer"] := input.identity.issuer if input.identity.kind == "user"
-
-_header_values["x-api-key-id"] := input.identity.key_id if input.identity.kind == "service"
-
-_header_values["x-customer-number"] := _claim_string("customer_number")
+_identity_headers := object.union(
+	{header: value |
+		some header, field in object.get(
+			{
+				"user": {"x-user-id": "subject", "x-auth-kind": "kind", "x-auth-issuer": "issuer"},
+				"service": {"x-user-id": "subject", "x-auth-kind": "kind", "x-api-key-id": "key_id"},
+			},
+			object.get(input.identity, "kind", null),
+			{"x-user-id": "subject", "x-auth-kind": "kind"},
+		)
+		value := input.identity[field]
+		is_string(value)
+		regex.match(`^[^\x00-\x1f\x7f]+$`, value)
+	},
+	{"x-customer-number": value |
+		value := _claim_string("customer_number")
+		regex.match(`^[^\x00-\x1f\x7f]+$`, value)
+	},
+)

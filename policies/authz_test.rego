@@ -107,6 +107,7 @@ _decide_with(inp, routes) := d if {
 
 test_embedded_route_table_is_valid if {
 	count(authz.route_errors) == 0
+	count(authz.bundle_errors) == 0
 	count(data.tollgate.routes) == 5
 }
 
@@ -381,6 +382,39 @@ test_all_scopes_roles_and_owner_allow if {
 	_allowed(d, {"x-user-id": "alice", "x-auth-kind": "user", "x-auth-issuer": "https://idp.example.com/", "x-customer-number": "42"})
 }
 
+# An internal route may require an owner too; API keys may use it.
+_owned_internal := [{
+	"methods": ["GET"],
+	"paths": ["/accounts/{customer_number}"],
+	"sensitivity": "internal",
+	"scopes": ["accounts:read"],
+	"roles": ["clerk"],
+	"owner": "customer_number",
+}]
+
+_clerk(customer_number) := _set(_billing(["accounts:read"]), {"roles": ["clerk"], "claims": {"customer_number": customer_number}})
+
+test_internal_route_with_owner[note] if {
+	some note, tc in {
+		"owner": ["42", 200, []],
+		"numeric owner claim": [42, 200, []],
+		"other customer": ["7", 403, ["not_owner"]],
+	}
+	d := _decide_with(_in("GET", "/accounts/42", _api_key_header, _clerk(tc[0])), _owned_internal)
+	d.status == tc[1]
+	d.reasons == tc[2]
+}
+
+test_internal_route_with_owner_headers if {
+	d := _decide_with(_in("GET", "/accounts/42", _api_key_header, _clerk("42")), _owned_internal)
+	_allowed(d, object.union(_billing_headers, {"x-customer-number": "42"}))
+}
+
+test_internal_route_with_owner_checks_role_first if {
+	identity := _set(_clerk("42"), {"roles": []})
+	_denied(_decide_with(_in("GET", "/accounts/42", _api_key_header, identity), _owned_internal), 403, ["missing_role"])
+}
+
 # ---------------------------------------------------------------------------
 # Owner comparison
 # ---------------------------------------------------------------------------
@@ -492,6 +526,16 @@ test_headers_numeric_customer_number if {
 	_decide(_in("GET", "/public/x", _bearer_header, identity)).headers["x-customer-number"] == "42"
 }
 
+test_headers_for_other_identity_kinds if {
+	identity := {"kind": "device", "subject": "r2", "issuer": "https://idp.example.com/", "key_id": "k1", "claims": {"customer_number": "42"}}
+	_allowed(_decide(_in("GET", "/public/x", _bearer_header, identity)), {"x-user-id": "r2", "x-auth-kind": "device", "x-customer-number": "42"})
+}
+
+test_headers_without_kind if {
+	identity := {"subject": "r2", "issuer": "https://idp.example.com/", "claims": {}}
+	_allowed(_decide(_in("GET", "/public/x", _bearer_header, identity)), {"x-user-id": "r2"})
+}
+
 test_deny_has_no_headers if {
 	d := _decide(_user("GET", "/customers/43", ["customers:read"]))
 	d.headers == {}
@@ -569,6 +613,37 @@ test_matched_route_undefined_without_match if {
 # Route table semantics
 # ---------------------------------------------------------------------------
 
+# Valid templates with repeated or trailing slashes, or a trailing "**"
+# after a slash, match like their plain forms.
+test_unusual_valid_templates[note] if {
+	routes := [
+		{"id": "a", "methods": ["GET"], "paths": ["//a//{id}"], "sensitivity": "public"},
+		{"id": "b", "methods": ["GET"], "paths": ["/b/"], "sensitivity": "public"},
+		{"id": "c", "methods": ["GET"], "paths": ["/c/**/"], "sensitivity": "public"},
+		{"id": "root", "methods": ["GET"], "paths": ["/"], "sensitivity": "public"},
+		{"id": "d", "methods": ["GET"], "paths": ["/d.json", "/d+/{x}"], "sensitivity": "internal", "scopes": ["d"]},
+	]
+	count(authz.bundle_errors) == 0 with data.tollgate.routes as routes
+	some note, tc in {
+		"doubled slashes": ["/a/7", {"index": 0, "id": "a", "template": "//a//{id}", "params": {"id": "7"}}],
+		"trailing slash": ["/b", {"index": 1, "id": "b", "template": "/b/", "params": {}}],
+		"tail with trailing slash, none": ["/c", {"index": 2, "id": "c", "template": "/c/**/", "params": {}}],
+		"tail with trailing slash, more": ["/c/x/y", {"index": 2, "id": "c", "template": "/c/**/", "params": {}}],
+		"root": ["/", {"index": 3, "id": "root", "template": "/", "params": {}}],
+		"dot is literal": ["/d.json", {"index": 4, "id": "d", "template": "/d.json", "params": {}}],
+		"plus is literal": ["/d+/1", {"index": 4, "id": "d", "template": "/d+/{x}", "params": {"x": "1"}}],
+	}
+	authz.matched_route == tc[1] with input as _anonymous("GET", tc[0]) with data.tollgate.routes as routes
+}
+
+test_unusual_valid_templates_mismatch[path] if {
+	routes := [
+		{"methods": ["GET"], "paths": ["//a//{id}", "/b/", "/c/**/", "/d.json", "/d+/{x}"], "sensitivity": "public"},
+	]
+	some path in ["/a", "/a/7/8", "/b/x", "/cc", "/dxjson", "/dd/1"]
+	not authz.matched_route with input as _anonymous("GET", path) with data.tollgate.routes as routes
+}
+
 test_first_matching_route_decides if {
 	routes := [
 		{"methods": ["GET"], "paths": ["/docs/**"], "sensitivity": "public"},
@@ -596,13 +671,16 @@ test_missing_route_table_denies_everything if {
 	"data.tollgate.routes must be an array" in authz.route_errors with data.tollgate.routes as null
 }
 
-test_malformed_first_match_denies_with_route_invalid if {
+# A malformed route no longer decides requests: it makes the bundle unfit
+# (bundle_errors), and Tollgate refuses to activate it, keeping the previous
+# bundle (pdp/policy: TestActivateRefusesBundleWithCheckErrors).
+test_malformed_route_is_a_bundle_error if {
 	routes := [
 		{"methods": ["GET"], "paths": ["/customers/{customer_number}"], "sensitivity": "sensitive", "scopes": "customers:read"},
 		{"methods": ["GET"], "paths": ["/**"], "sensitivity": "public"},
 	]
-	_denied(_decide_with(_anonymous("GET", "/customers/42"), routes), 500, ["route_invalid"])
-	_allowed(_decide_with(_anonymous("GET", "/other"), routes), {})
+	errors := authz.bundle_errors with data.tollgate.routes as routes
+	errors == {"data.tollgate.routes[0]: scopes must be an array of non-empty strings"}
 }
 
 test_route_errors[note] if {
@@ -639,34 +717,56 @@ test_valid_routes_have_no_errors if {
 	count(authz.route_errors) == 0 with data.tollgate.routes as routes
 }
 
-test_string_methods_and_paths_still_match if {
+test_string_methods_and_paths_are_bundle_errors if {
 	routes := [{"methods": "GET", "paths": "/x", "sensitivity": "public"}]
-	_allowed(_decide_with(_anonymous("GET", "/x"), routes), {})
-	count(authz.route_errors) == 2 with data.tollgate.routes as routes
+	authz.bundle_errors == {
+		"data.tollgate.routes[0]: methods must be a non-empty array of non-empty strings",
+		"data.tollgate.routes[0]: paths must be a non-empty array of non-empty strings",
+	} with data.tollgate.routes as routes
 }
 
-# Malformed data or input never makes the decision undefined or an error; the
-# Go test runs these with builtin errors raised.
-test_malformed_values_fail_closed[note] if {
+# Malformed input never makes the decision undefined or an error; the Go
+# test runs these with builtin errors raised. (Input from Tollgate itself
+# always has the documented shape, see pdp/policy/input.go.)
+test_malformed_input_fails_closed[note] if {
 	some note, tc in {
-		"number in paths": [[{"methods": ["GET"], "paths": [7, "/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
-		"number in methods": [[{"methods": [7, "GET"], "paths": ["/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
-		"scopes a number": [[{"methods": ["GET"], "paths": ["/x"], "sensitivity": "internal", "scopes": 7}], _service("GET", "/x", []), 500],
-		"public scopes a number": [[{"methods": ["GET"], "paths": ["/x"], "sensitivity": "public", "scopes": 7}], _anonymous("GET", "/x"), 500],
-		"roles an object": [[{"methods": ["GET"], "paths": ["/x"], "sensitivity": "sensitive", "roles": {"admin": true}}], _user("GET", "/x", []), 500],
-		"owner a number": [[{"methods": ["GET"], "paths": ["/x/{id}"], "sensitivity": "sensitive", "owner": 7}], _user("GET", "/x/7", []), 500],
-		"route a string": [["/x", {"methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
-		"route an object without fields": [[{}, {"methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}], _anonymous("GET", "/x"), 200],
-		"no sensitivity": [[{"methods": ["GET"], "paths": ["/x"]}], _anonymous("GET", "/x"), 500],
-		"numeric segments": [data.tollgate.routes, {"request": {"method": "GET", "segments": ["customers", 42]}}, 403],
-		"numeric path": [data.tollgate.routes, {"request": {"method": "GET", "path": 42}}, 403],
-		"numeric method": [data.tollgate.routes, {"request": {"method": 1, "path": "/public"}}, 403],
-		"identity a string": [data.tollgate.routes, _set(_user("GET", "/products", []), {"identity": "alice"}), 401],
-		"claims a string": [data.tollgate.routes, _in("GET", "/customers/42", _bearer_header, _set(_alice(["customers:read"]), {"claims": "x"})), 403],
+		# outside the input contract: a parameter takes any segment, and
+		# without a credential the route's answer is a 401
+		"numeric segments": [{"request": {"method": "GET", "segments": ["customers", 42]}}, 401],
+		"numeric path": [{"request": {"method": "GET", "path": 42}}, 403],
+		"numeric method": [{"request": {"method": 1, "path": "/public"}}, 403],
+		"identity a string": [_set(_user("GET", "/products", []), {"identity": "alice"}), 401],
+		"claims a string": [_in("GET", "/customers/42", _bearer_header, _set(_alice(["customers:read"]), {"claims": "x"})), 403],
 	}
-	d := _decide_with(tc[1], tc[0])
-	d.status == tc[2]
+	d := _decide(tc[0])
+	d.status == tc[1]
 	is_boolean(d.allow)
 	is_array(d.reasons)
 	is_object(d.headers)
+}
+
+# Should an unknown sensitivity ever get past the bundle check, the decision
+# is the default: a fail-closed policy_error.
+test_unknown_sensitivity_is_policy_error if {
+	routes := [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "secret"}]
+	_denied(_decide_with(_anonymous("GET", "/x"), routes), 500, ["policy_error"])
+}
+
+# Malformed route tables are not decided on: each is a bundle error, so the
+# bundle is never activated. route_errors itself never fails on them.
+test_malformed_route_tables_are_bundle_errors[note] if {
+	some note, routes in {
+		"number in paths": [{"methods": ["GET"], "paths": [7, "/x"], "sensitivity": "public"}],
+		"number in methods": [{"methods": [7, "GET"], "paths": ["/x"], "sensitivity": "public"}],
+		"scopes a number": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "internal", "scopes": 7}],
+		"public scopes a number": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "public", "scopes": 7}],
+		"roles an object": [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "sensitive", "roles": {"admin": true}}],
+		"owner a number": [{"methods": ["GET"], "paths": ["/x/{id}"], "sensitivity": "sensitive", "owner": 7}],
+		"route a string": ["/x", {"methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}],
+		"route an object without fields": [{}, {"methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}],
+		"no sensitivity": [{"methods": ["GET"], "paths": ["/x"]}],
+		"an object": {"a": {"methods": ["GET"], "paths": ["/x"], "sensitivity": "public"}},
+		"a string": "/x",
+	}
+	count(authz.bundle_errors) > 0 with data.tollgate.routes as routes
 }

@@ -3,6 +3,7 @@ package policies_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -20,6 +21,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 
+	"github.com/tollgate/tollgate/bundles"
+	"github.com/tollgate/tollgate/pdp/policy"
+	"github.com/tollgate/tollgate/pdp/request"
 	"github.com/tollgate/tollgate/policies"
 )
 
@@ -164,6 +168,46 @@ func describe(r *tester.Result) string {
 		fmt.Fprintf(&sb, "\noutput:\n%s", r.Output)
 	}
 	return sb.String()
+}
+
+// TestEmbeddedBundleActivates: the embedded bundle, loaded the way tollgate
+// serve loads it, passes the policy engine's bundle check (bundle_errors)
+// and decides; the same bundle with a malformed route is refused and the
+// previous revision keeps deciding.
+func TestEmbeddedBundleActivates(t *testing.T) {
+	ctx := context.Background()
+	b, err := bundles.Load(ctx, bundles.SourceEmbedded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := policy.NewEngine(policy.Options{})
+	if err := e.Activate(ctx, b); err != nil {
+		t.Fatalf("activating the embedded bundle: %v", err)
+	}
+	public := policy.Input{
+		Request: &request.Request{Method: "GET", Path: "/public/docs", Segments: []string{"public", "docs"}},
+		Status:  policy.StatusAbsent,
+	}
+	d, err := e.Evaluate(ctx, public)
+	if err != nil || !d.Allow || d.PolicyRevision != b.Manifest.Revision {
+		t.Fatalf("public request: %#v, %v", d, err)
+	}
+
+	broken, err := bundles.Load(ctx, bundles.SourceEmbedded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Manifest.Revision = "broken"
+	routes := broken.Data["tollgate"].(map[string]any)["routes"].([]any)
+	routes[0].(map[string]any)["sensitivity"] = "open"
+	err = e.Activate(ctx, broken)
+	if !errors.Is(err, policy.ErrBundleCheck) ||
+		!strings.Contains(err.Error(), "data.tollgate.routes[0]: sensitivity must be one of public, internal, sensitive") {
+		t.Fatalf("activating a bundle with a malformed route: %v, want it refused", err)
+	}
+	if e.Revision() != b.Manifest.Revision {
+		t.Errorf("revision %q after a refused bundle, want %q", e.Revision(), b.Manifest.Revision)
+	}
 }
 
 // BenchmarkDecision measures one decision on the embedded bundle, the way a

@@ -32,7 +32,8 @@ type config struct {
 		Source string `yaml:"source"`
 	} `yaml:"bundle"`
 	Policy struct {
-		Query string `yaml:"query"`
+		Query      string `yaml:"query"`
+		CheckQuery string `yaml:"check_query"`
 	} `yaml:"policy"`
 	Limits struct {
 		MaxBodyBytes   int64 `yaml:"max_body_bytes"`

@@ -147,7 +147,7 @@ func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("load policy bundle: %w", err)
 	}
-	engine := policy.NewEngine(policy.Options{Query: c.Policy.Query, Logger: log})
+	engine := policy.NewEngine(policy.Options{Query: c.Policy.Query, CheckQuery: c.Policy.CheckQuery, Logger: log})
 	if err := engine.Activate(ctx, b); err != nil {
 		return nil, fmt.Errorf("activate policy bundle: %w", err)
 	}

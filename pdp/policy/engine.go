@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -12,6 +14,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/tollgate/tollgate/pdp/decision"
@@ -19,6 +23,10 @@ import (
 
 // DefaultQuery is the decision query of the public contract.
 const DefaultQuery = "data.tollgate.authz.decision"
+
+// DefaultCheckQuery is the bundle check Activate runs when Options.CheckQuery
+// is empty: the default policy's list of problems with its route table.
+const DefaultCheckQuery = "data.tollgate.authz.bundle_errors"
 
 // Errors Evaluate wraps, so a caller can tell why a policy failed with
 // errors.Is. Each comes with a deny (status 500, decision.ReasonPolicyError).
@@ -42,11 +50,16 @@ var (
 
 // Errors Activate wraps, beside OPA's own compile errors (ast.Errors).
 var (
-	// ErrInvalidQuery: Options.Query does not parse or is not one expression.
-	ErrInvalidQuery = errors.New("invalid decision query")
+	// ErrInvalidQuery: Options.Query or Options.CheckQuery does not parse or
+	// is not one expression.
+	ErrInvalidQuery = errors.New("invalid query")
 	// ErrNoDecisionRule: the bundle defines nothing at the decision query's
 	// path, so every decision would fail; usually a mistyped package.
 	ErrNoDecisionRule = errors.New("bundle defines no decision")
+	// ErrBundleCheck: the bundle's check query (Options.CheckQuery) reported
+	// problems, or could not be evaluated, or yielded something other than a
+	// set or array of strings.
+	ErrBundleCheck = errors.New("bundle check failed")
 )
 
 // bundleName names the one bundle an engine holds, inside OPA's store.
@@ -57,6 +70,15 @@ type Options struct {
 	// Query is the decision query; DefaultQuery when empty. It must be one
 	// expression whose value is the decision document.
 	Query string
+	// CheckQuery is evaluated once by Activate, on the new bundle, before it
+	// is made active; DefaultCheckQuery when empty. It must be one
+	// expression. When it is undefined (the bundle does not define it) the
+	// bundle is accepted; when it yields a non-empty set or array of strings,
+	// they are the bundle's problems and the bundle is refused; any other
+	// value, or an evaluation error, refuses the bundle too. This is where a
+	// policy validates its data (e.g. a route table) so that it need not do
+	// so on every decision.
+	CheckQuery string
 	// Logger receives a log of each activation (a failed one is only
 	// returned as an error). Nil discards them.
 	Logger *slog.Logger
@@ -65,6 +87,9 @@ type Options struct {
 // Validate checks the options without building anything.
 func (o Options) Validate() error {
 	if _, err := o.parseQuery(); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	if _, err := o.parseCheckQuery(); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
 	return nil
@@ -78,12 +103,27 @@ func (o Options) query() string {
 }
 
 func (o Options) parseQuery() (ast.Body, error) {
-	body, err := ast.ParseBodyWithOpts(o.query(), ast.ParserOptions{RegoVersion: ast.RegoV1})
+	return parseOneExpression(o.query(), "decision query")
+}
+
+func (o Options) checkQuery() string {
+	if o.CheckQuery == "" {
+		return DefaultCheckQuery
+	}
+	return o.CheckQuery
+}
+
+func (o Options) parseCheckQuery() (ast.Body, error) {
+	return parseOneExpression(o.checkQuery(), "check query")
+}
+
+func parseOneExpression(q, what string) (ast.Body, error) {
+	body, err := ast.ParseBodyWithOpts(q, ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %w", ErrInvalidQuery, o.query(), err)
+		return nil, fmt.Errorf("%w: %s %q: %w", ErrInvalidQuery, what, q, err)
 	}
 	if len(body) != 1 {
-		return nil, fmt.Errorf("%w %q: want one expression, got %d", ErrInvalidQuery, o.query(), len(body))
+		return nil, fmt.Errorf("%w: %s %q: want one expression, got %d", ErrInvalidQuery, what, q, len(body))
 	}
 	return body, nil
 }
@@ -124,10 +164,15 @@ func NewEngine(opts Options) *Engine {
 // and makes the result the active program in one atomic swap. Evaluations
 // already running finish on the program they started with.
 //
+// Before the swap it evaluates the bundle's check query (Options.CheckQuery)
+// once: a bundle whose check reports problems is refused with an error
+// (wrapping ErrBundleCheck) that lists them.
+//
 // When the bundle does not parse or compile, defines nothing at the query's
-// path, or the query cannot be prepared against it, Activate returns an error
-// (wrapping OPA's ast.Errors where there are some) and the previous program
-// stays active. b is not modified. The revision is b.Manifest.Revision.
+// path, the query cannot be prepared against it, or its check fails,
+// Activate returns an error (wrapping OPA's ast.Errors where there are some)
+// and the previous program stays active. b is not modified. The revision is
+// b.Manifest.Revision.
 func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle) error {
 	if b == nil {
 		return errors.New("policy: activate: no bundle")
@@ -155,9 +200,14 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle) error {
 	return nil
 }
 
-// compile builds the program for b without touching the active one.
+// compile builds the program for b without touching the active one, and
+// runs the bundle's check query on it.
 func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error) {
 	query, err := e.opts.parseQuery()
+	if err != nil {
+		return nil, err
+	}
+	check, err := e.opts.parseCheckQuery()
 	if err != nil {
 		return nil, err
 	}
@@ -166,26 +216,99 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 		return nil, err
 	}
 
+	// The store is the engine's, not one rego makes for itself, so that the
+	// check query can be evaluated on the same compiled policy and data.
+	// Keep data as AST values in the store, so an evaluation does not
+	// convert the bundle's data (route tables) on every read.
+	store := inmem.NewWithOpts(inmem.OptReturnASTValuesOnRead(true))
+	txn, err := store.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return nil, err
+	}
 	var compiler *ast.Compiler
 	r := rego.New(
 		rego.ParsedQuery(query.Copy()), // preparing rewrites the query in place
 		rego.ParsedBundle(bundleName, cp),
 		rego.SetRegoVersion(ast.RegoV1),
-		// Keep data as AST values in the store, so an evaluation does not
-		// convert the bundle's data (route tables) on every read.
-		rego.StoreReadAST(true),
+		rego.Store(store),
+		rego.Transaction(txn),
 		// Hand results back as AST values; decode reads them directly.
-		rego.GenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }),
+		rego.GenerateJSON(astResult),
 		rego.CompilerHook(func(c *ast.Compiler) { compiler = c }),
 	)
 	pq, err := r.PrepareForEval(ctx)
 	if err != nil {
+		store.Abort(ctx, txn)
+		return nil, err
+	}
+	if err := store.Commit(ctx, txn); err != nil {
 		return nil, err
 	}
 	if err := checkDecisionDefined(query, compiler, cp); err != nil {
 		return nil, err
 	}
+	if err := runCheck(ctx, check, compiler, store); err != nil {
+		return nil, err
+	}
 	return &program{query: pq, revision: b.Manifest.Revision}, nil
+}
+
+// astResult hands a result term's value back as is, an ast.Value.
+func astResult(t *ast.Term, _ *rego.EvalContext) (any, error) { return t.Value, nil }
+
+// maxCheckProblems is the most problems a refused bundle's error lists.
+const maxCheckProblems = 20
+
+// runCheck evaluates the bundle's check query once, on the compiled policy
+// and the store holding the bundle's data. Undefined is a pass; a non-empty
+// set or array of strings is the list of the bundle's problems; anything
+// else is an error too. Either way the error wraps ErrBundleCheck.
+func runCheck(ctx context.Context, check ast.Body, c *ast.Compiler, store storage.Store) error {
+	rs, err := rego.New(
+		rego.ParsedQuery(check.Copy()),
+		rego.Compiler(c),
+		rego.Store(store),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.GenerateJSON(astResult),
+		rego.StrictBuiltinErrors(true),
+	).Eval(ctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v: %w", ErrBundleCheck, check, err)
+	case len(rs) == 0:
+		return nil // the bundle does not define the check
+	case len(rs) > 1 || len(rs[0].Expressions) != 1:
+		return fmt.Errorf("%w: %v: want one result", ErrBundleCheck, check)
+	}
+	var problems []string
+	bad := false
+	collect := func(t *ast.Term) {
+		if s, ok := t.Value.(ast.String); ok {
+			problems = append(problems, string(s))
+		} else {
+			bad = true
+		}
+	}
+	switch v := rs[0].Expressions[0].Value.(type) {
+	case ast.Set:
+		v.Foreach(collect)
+	case *ast.Array:
+		v.Foreach(collect)
+	default:
+		bad = true
+	}
+	if bad {
+		return fmt.Errorf("%w: %v: want a set or array of strings, got %v", ErrBundleCheck, check, rs[0].Expressions[0].Value)
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	slices.Sort(problems) // a set's order is its own; make the message stable
+	n := len(problems)
+	if n > maxCheckProblems {
+		problems = append(problems[:maxCheckProblems], fmt.Sprintf("... and %d more", n-maxCheckProblems))
+	}
+	return fmt.Errorf("%w: %v: %d problem(s): %s", ErrBundleCheck, check, n, strings.Join(problems, "; "))
 }
 
 // prepareBundle returns a shallow copy of b that OPA can activate without
