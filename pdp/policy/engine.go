@@ -230,6 +230,7 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 		rego.ParsedQuery(query.Copy()), // preparing rewrites the query in place
 		rego.ParsedBundle(bundleName, cp),
 		rego.SetRegoVersion(ast.RegoV1),
+		rego.Capabilities(capabilities()),
 		rego.Store(store),
 		rego.Transaction(txn),
 		// Hand results back as AST values; decode reads them directly.
@@ -458,4 +459,28 @@ func failClosed(revision string, err error) (decision.Decision, error) {
 	d := decision.Deny(500, decision.ReasonPolicyError)
 	d.PolicyRevision = revision
 	return d, err
+}
+
+// deniedBuiltins are the built-in functions a Tollgate policy may not call:
+// network access from a per-request decision (http.send,
+// net.lookup_ip_addr) would make every decision depend on another service
+// and can leak the input; opa.runtime exposes the process environment,
+// where secrets live. A bundle that calls one is refused at activation.
+func deniedBuiltins() []string {
+	return []string{"http.send", "net.lookup_ip_addr", "opa.runtime"}
+}
+
+// capabilities are OPA's capabilities for this version without the denied
+// built-ins.
+func capabilities() *ast.Capabilities {
+	caps := ast.CapabilitiesForThisVersion()
+	denied := deniedBuiltins()
+	kept := caps.Builtins[:0]
+	for _, b := range caps.Builtins {
+		if !slices.Contains(denied, b.Name) {
+			kept = append(kept, b)
+		}
+	}
+	caps.Builtins = kept
+	return caps
 }

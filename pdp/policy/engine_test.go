@@ -357,6 +357,11 @@ func TestActivateBadBundleKeepsPrevious(t *testing.T) {
 		{"unsafe variable", authzBundle("rev-bad", `decision := x`), nil, true},
 		{"type error", authzBundle("rev-bad", `decision := {"allow": true, "status": 200 + "x", "reasons": [], "headers": {}}`), nil, true},
 		{"unknown function", authzBundle("rev-bad", `decision := no_such_function(1)`), nil, true},
+		// Denied built-ins: a decision must not reach the network or the
+		// process environment.
+		{"http.send denied", authzBundle("rev-bad", `decision := http.send({"method": "GET", "url": "http://127.0.0.1:1/"})`), nil, true},
+		{"net.lookup_ip_addr denied", authzBundle("rev-bad", `decision := net.lookup_ip_addr("example.com")`), nil, true},
+		{"opa.runtime denied", authzBundle("rev-bad", `decision := opa.runtime().env`), nil, true},
 		{"decision in another package", testBundle("rev-bad", nil, "package tollgate.authx\n\ndecision := {}"), ErrNoDecisionRule, false},
 		{"empty bundle", testBundle("rev-bad", nil), ErrNoDecisionRule, false},
 		{"data conflicts with a rule", testBundle("rev-bad",
