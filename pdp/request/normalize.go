@@ -75,7 +75,9 @@ var ErrInvalidRequest = errors.New("invalid request")
 // HTTP/2 pseudo-headers (":authority", ":path", …) are not tokens: adapters
 // must drop them before calling Normalize.
 //
-// Host is trimmed and lower-cased. Scheme is trimmed and lower-cased; it must
+// Host is trimmed and lower-cased; control characters, spaces, slashes and
+// backslashes in it are an error. Header values with CR, LF or NUL are an
+// error. Scheme is trimmed and lower-cased; it must
 // be "http" or "https", and is "http" when empty. ID and SourceIP are copied.
 //
 // Every error wraps ErrInvalidRequest and quotes at most 100 bytes of the
@@ -105,12 +107,16 @@ func Normalize(raw Raw) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
+	host, err := normalizeHost(raw.Host)
+	if err != nil {
+		return nil, err
+	}
 	return &Request{
 		ID:       raw.ID,
 		Method:   method,
 		Path:     path,
 		Segments: segments,
-		Host:     strings.ToLower(strings.TrimSpace(raw.Host)),
+		Host:     host,
 		Scheme:   scheme,
 		Query:    query,
 		Headers:  headers,
@@ -405,8 +411,16 @@ var commonHeaders = func() map[string]string {
 func normalizeHeaders(h map[string][]string) (map[string][]string, error) {
 	out := make(map[string][]string, len(h))
 	total := 0
-	for _, v := range h {
-		total += len(v)
+	for name, vals := range h {
+		for _, v := range vals {
+			// CR, LF and NUL can never be part of a header value on the
+			// wire; in a value handed over as JSON they could only be an
+			// attempt to smuggle a header line past the policy.
+			if strings.ContainsAny(v, "\r\n\x00") {
+				return nil, invalidInput("CR, LF or NUL in the value of header", name)
+			}
+		}
+		total += len(vals)
 	}
 	// One backing array for every value; each header gets a full slice
 	// expression so an append by one consumer never overwrites another.
@@ -448,4 +462,19 @@ func mergeHeaders(h map[string][]string) (map[string][]string, error) {
 		out[key] = append(vals, h[name]...)
 	}
 	return out, nil
+}
+
+// normalizeHost trims and lower-cases the host and refuses bytes that
+// cannot be part of host[:port].
+func normalizeHost(h string) (string, error) {
+	h = strings.TrimSpace(h)
+	if !utf8.ValidString(h) {
+		return "", invalidInput("invalid UTF-8 in host", h)
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c <= ' ' || c == 0x7f || c == '/' || c == '\\' {
+			return "", invalidInput("invalid character in host", h)
+		}
+	}
+	return strings.ToLower(h), nil
 }

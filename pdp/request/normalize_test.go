@@ -201,6 +201,13 @@ func TestNormalizeHostSchemeAndCopiedFields(t *testing.T) {
 		{name: "trimmed scheme", scheme: " Http ", wantScheme: "http"},
 		{name: "other scheme", scheme: "ftp", err: "unsupported scheme"},
 		{name: "websocket scheme", scheme: "wss", err: "unsupported scheme"},
+		{name: "invalid UTF-8 host", host: "b\xfccher.example", err: "invalid UTF-8 in host"},
+		{name: "UTF-8 host lower-cased", host: "BÜCHER.example", wantHost: "bücher.example", wantScheme: "http"},
+		{name: "control character in host", host: "api\x00.example", err: "invalid character in host"},
+		{name: "CRLF in host", host: "api.example\r\nX-Injected: 1", err: "invalid character in host"},
+		{name: "space in host", host: "api example", err: "invalid character in host"},
+		{name: "slash in host", host: "api.example/admin", err: "invalid character in host"},
+		{name: "backslash in host", host: "api.example\\admin", err: "invalid character in host"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -243,6 +250,9 @@ func TestNormalizeHeaders(t *testing.T) {
 		{name: "empty name", headers: map[string][]string{"": {"x"}}, err: "invalid header name"},
 		{name: "pseudo-header", headers: map[string][]string{":authority": {"x"}}, err: "invalid header name"},
 		{name: "colon in name", headers: map[string][]string{"X-A:b": {"x"}}, err: "invalid header name"},
+		{name: "CRLF in value", headers: map[string][]string{"X-A": {"ok", "x\r\nX-User-Id: admin"}}, err: "CR, LF or NUL"},
+		{name: "NUL in value", headers: map[string][]string{"X-A": {"x\x00y"}}, err: "CR, LF or NUL"},
+		{name: "tab and obs-text in value kept", headers: map[string][]string{"X-A": {"a\tb\xff"}}, want: map[string][]string{"x-a": {"a\tb\xff"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
