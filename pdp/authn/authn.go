@@ -12,6 +12,7 @@ package authn
 
 import (
 	"context"
+	"time"
 
 	"github.com/tollgate/tollgate/pdp/credential"
 )
@@ -37,6 +38,10 @@ type Identity struct {
 	Claims map[string]any
 	Scopes []string
 	Roles  []string
+	// ExpiresAt is when the credential stops being valid (a JWT's exp, an
+	// API key's expiry); zero when it does not expire. Caches of verified
+	// credentials never keep an identity past it.
+	ExpiresAt time.Time
 }
 
 // Result says what an authenticator concluded.
