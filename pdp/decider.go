@@ -13,7 +13,9 @@ package pdp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/credential"
@@ -39,7 +41,26 @@ type Config struct {
 	// DecisionLog, when non-nil, receives one entry per decision. Entries
 	// never hold a raw credential, only its fingerprint.
 	DecisionLog *slog.Logger
+	// DecisionTimeout bounds each decision; 0 means DefaultDecisionTimeout.
+	// Credential verification (which can wait for a JWKS download) may use
+	// all of it but a reserve for the policy (a tenth, at least 50ms, at
+	// most half): when that passes, the credential is invalid with error
+	// authn.ReasonUnavailable ("verifier_unavailable") and the policy
+	// decides on that. A policy evaluation that does not finish by the
+	// deadline fails closed (policy_error).
+	// It must be positive and at most MaxDecisionTimeout.
+	DecisionTimeout time.Duration
 }
+
+// Bounds of Config.DecisionTimeout.
+const (
+	// DefaultDecisionTimeout is well under common gateway timeouts for an
+	// authorization call (Envoy ext_authz 200ms-1s, NGINX and Traefik
+	// several seconds), so the PDP answers before the gateway gives up.
+	DefaultDecisionTimeout = 500 * time.Millisecond
+	// MaxDecisionTimeout is the longest DecisionTimeout New accepts.
+	MaxDecisionTimeout = 60 * time.Second
+)
 
 // Decider answers "may this request through?". It is safe for concurrent use.
 type Decider struct {
@@ -48,12 +69,21 @@ type Decider struct {
 	authns []authn.Authenticator
 	log    *slog.Logger
 	declog *slog.Logger
+	// timeout bounds a decision, authnTimeout its credential verification.
+	timeout, authnTimeout time.Duration
 }
 
 // New validates cfg and builds a Decider. It has no side effects.
 func New(cfg Config) (*Decider, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("pdp: config: Engine is required")
+	}
+	timeout := cfg.DecisionTimeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultDecisionTimeout
+	case timeout < time.Millisecond || timeout > MaxDecisionTimeout:
+		return nil, fmt.Errorf("pdp: config: DecisionTimeout %s: want between 1ms and %s", timeout, MaxDecisionTimeout)
 	}
 	loc := credential.DefaultLocations()
 	if cfg.Credentials != nil {
@@ -69,6 +99,9 @@ func New(cfg Config) (*Decider, error) {
 		authns: cfg.Authenticators,
 		log:    log,
 		declog: cfg.DecisionLog,
+
+		timeout:      timeout,
+		authnTimeout: timeout - min(timeout/2, max(timeout/10, 50*time.Millisecond)),
 	}, nil
 }
 
@@ -77,8 +110,11 @@ func (d *Decider) Ready() bool { return d.engine.Ready() }
 
 // Decide runs the pipeline for one request and returns its decision. It
 // never fails: every error becomes a deny with a reason (fail closed), and
-// the decision always carries an ID and the policy revision.
+// the decision always carries an ID and the policy revision. It returns
+// within Config.DecisionTimeout (see there), or sooner when ctx ends.
 func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
 	if raw.ID == "" {
 		raw.ID = decision.NewID()
 	}
@@ -105,7 +141,9 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 }
 
 // authenticate turns the credential into a status, an error code and, when
-// valid, an identity.
+// valid, an identity. It gives the authenticators d.authnTimeout: an
+// outcome that comes after it is not used (verifier_unavailable), even a
+// valid one, so a slow verifier never decides late.
 func (d *Decider) authenticate(ctx context.Context, cred credential.Credential) (string, string, *authn.Identity) {
 	switch {
 	case cred.Type == credential.TypeNone:
@@ -113,8 +151,20 @@ func (d *Decider) authenticate(ctx context.Context, cred credential.Credential) 
 	case cred.Problem != "":
 		return policy.StatusInvalid, cred.Problem, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, d.authnTimeout)
+	defer cancel()
 	for _, a := range d.authns {
 		out, err := a.Authenticate(ctx, cred)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			msg := "credential verification did not finish within the decision deadline; denying"
+			if errors.Is(ctxErr, context.Canceled) {
+				msg = "credential verification cancelled (the caller went away); denying"
+			}
+			d.log.LogAttrs(ctx, slog.LevelWarn, msg,
+				slog.String("credential_type", string(cred.Type)), slog.String("fingerprint", cred.Secret.Fingerprint()),
+				slog.Duration("decision_timeout", d.timeout))
+			return policy.StatusInvalid, authn.ReasonUnavailable, nil
+		}
 		if err != nil {
 			d.log.LogAttrs(ctx, slog.LevelError, "credential verification failed; denying",
 				slog.String("credential_type", string(cred.Type)), slog.String("fingerprint", cred.Secret.Fingerprint()), slog.Any("error", err))

@@ -2,13 +2,16 @@ package pdp_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -185,6 +188,15 @@ decision := {"allow": false, "status": 403, "reasons": [json.marshal(input)], "h
 		{Method: "GET", Target: "/x", Headers: map[string][]string{"Cookie": {"a=b; session=cookie-secret-value"}}},
 		{Method: "GET", Target: "/x?access_token=query-secret-value&page=2"},
 		{Method: "GET", Target: "/x?api_key=api-key-secret-value", Headers: map[string][]string{"X-API-Key": {"api-key-secret-value"}}},
+		// Refused before the credential stage: the normalize error is
+		// logged (decision log "error"), and must quote none of it.
+		{Method: "GET", Target: "/x?api_key=api-key-secret-value#x"},
+		{Method: "GET", Target: "http://h/x?access_token=query-secret-value"},
+		{Method: "GET", Target: "/x/%zz?access_token=query-secret-value"},
+		{Method: "GET", Target: "/x?access_token=query-secret-value&a=%zz"},
+		{Method: "GET ", Target: "/x", Headers: map[string][]string{"Authorization": {"Bearer good-secret"}}},
+		{Method: "GET", Target: "/x", Headers: map[string][]string{"Cookie": {"session=cookie-secret-value\r\nX-A: b"}}},
+		{Method: "GET", Target: "/x", Headers: map[string][]string{"X-Api-Key": {"api-key-secret-value\x00"}}},
 	}
 	var inputs strings.Builder
 	for _, raw := range raws {
@@ -236,5 +248,150 @@ func TestDecideConcurrent(t *testing.T) {
 func TestNewRequiresEngine(t *testing.T) {
 	if _, err := pdp.New(pdp.Config{}); err == nil {
 		t.Fatal("want an error without an engine")
+	}
+}
+
+// blockingAuthn stands for a verifier waiting on a JWKS download: for the
+// secret "slow-secret" it blocks until its ctx ends, then answers as told
+// (a ctx error, or a late "valid"); other secrets go to fakeAuthn.
+type blockingAuthn struct {
+	entered chan<- time.Duration // receives the time left to the ctx deadline when a call blocks
+	lateOK  bool                 // answer Authenticated after ctx ends
+}
+
+func (b blockingAuthn) Authenticate(ctx context.Context, c credential.Credential) (authn.Outcome, error) {
+	if c.Secret.Reveal() != "slow-secret" {
+		return fakeAuthn{}.Authenticate(ctx, c)
+	}
+	dl, ok := ctx.Deadline()
+	if b.entered != nil {
+		left := time.Until(dl)
+		if !ok {
+			left = -1
+		}
+		b.entered <- left
+	}
+	<-ctx.Done()
+	if b.lateOK {
+		return authn.Accept(&authn.Identity{Kind: authn.KindUser, Subject: "late"}), nil
+	}
+	return authn.Outcome{}, fmt.Errorf("fetch jwks: %w", ctx.Err())
+}
+
+// TestDecideDeadline is the regression test for decisions without a
+// deadline: a verifier that blocks (an unknown kid, a JWKS fetch) is cut
+// off at the decision deadline and the decision is a deny with
+// verifier_unavailable; a late "valid" is not used.
+func TestDecideDeadline(t *testing.T) {
+	slow := request.Raw{Method: "GET", Target: "/x", Headers: map[string][]string{"Authorization": {"Bearer slow-secret"}}}
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		lateOK  bool
+	}{
+		{name: "error after the deadline", timeout: 100 * time.Millisecond},
+		{name: "valid after the deadline", timeout: 100 * time.Millisecond, lateOK: true},
+		{name: "default deadline", timeout: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			entered := make(chan time.Duration, 1)
+			d, err := pdp.New(pdp.Config{
+				Engine:          newEngine(t, echoPolicy),
+				Authenticators:  []authn.Authenticator{blockingAuthn{entered: entered, lateOK: tc.lateOK}},
+				Logger:          slog.New(slog.NewJSONHandler(&logs, nil)),
+				DecisionTimeout: tc.timeout,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec := d.Decide(context.Background(), slow)
+			want := []string{"invalid", authn.ReasonUnavailable, "bearer", "header", ""}
+			if dec.Allow || dec.Status != 401 || !slices.Equal(dec.Reasons, want) {
+				t.Fatalf("got allow=%v %d %q, want deny 401 %q", dec.Allow, dec.Status, dec.Reasons, want)
+			}
+			timeout := cmp.Or(tc.timeout, pdp.DefaultDecisionTimeout)
+			if left := <-entered; left < 0 || left > timeout {
+				t.Errorf("the verifier had %v left to its deadline, want a deadline within %v", left, timeout)
+			}
+			if !strings.Contains(logs.String(), "decision deadline") || strings.Contains(logs.String(), "slow-secret") {
+				t.Errorf("log: %s", logs.String())
+			}
+		})
+	}
+}
+
+// TestDecideDeadlineOthersUnaffected: while one decision waits on its
+// verifier, other decisions are answered; the waiting one ends when its
+// caller goes away.
+func TestDecideDeadlineOthersUnaffected(t *testing.T) {
+	entered := make(chan time.Duration, 1)
+	d, err := pdp.New(pdp.Config{
+		Engine:          newEngine(t, echoPolicy),
+		Authenticators:  []authn.Authenticator{blockingAuthn{entered: entered}},
+		DecisionTimeout: pdp.MaxDecisionTimeout,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan decision.Decision)
+	go func() {
+		done <- d.Decide(ctx, request.Raw{Method: "GET", Target: "/x", Headers: map[string][]string{"Authorization": {"Bearer slow-secret"}}})
+	}()
+	<-entered // the slow decision is waiting on its verifier
+
+	for _, tc := range []struct {
+		secret string
+		allow  bool
+	}{{"good-secret", true}, {"old-secret", false}, {"broken-secret", false}} {
+		dec := d.Decide(context.Background(), request.Raw{Method: "GET", Target: "/x", Headers: map[string][]string{"Authorization": {"Bearer " + tc.secret}}})
+		if dec.Allow != tc.allow {
+			t.Errorf("%s while another decision waits: %+v", tc.secret, dec)
+		}
+	}
+	select {
+	case dec := <-done:
+		t.Fatalf("the slow decision ended before its deadline or cancellation: %+v", dec)
+	default:
+	}
+	cancel()
+	if dec := <-done; dec.Allow {
+		t.Errorf("cancelled decision: %+v", dec)
+	}
+}
+
+// TestDecideDeadlineBoundsPolicy: the policy evaluation runs under the
+// decision deadline too; one that does not finish fails closed.
+func TestDecideDeadlineBoundsPolicy(t *testing.T) {
+	const slowPolicy = `package tollgate.authz
+
+decision := {"allow": n > 0, "status": 200, "reasons": [], "headers": {}} if {
+	n := count([x | some x in numbers.range(1, 1000000000); x % 7 == 0])
+}
+`
+	d, err := pdp.New(pdp.Config{Engine: newEngine(t, slowPolicy), DecisionTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := d.Decide(context.Background(), request.Raw{Method: "GET", Target: "/x"})
+	if dec.Allow || dec.Status != 500 || !slices.Equal(dec.Reasons, []string{decision.ReasonPolicyError}) {
+		t.Fatalf("got %+v, want a 500 policy_error deny", dec)
+	}
+}
+
+func TestNewValidatesDecisionTimeout(t *testing.T) {
+	engine := newEngine(t, echoPolicy)
+	for _, tc := range []struct {
+		timeout time.Duration
+		ok      bool
+	}{
+		{0, true}, {time.Millisecond, true}, {500 * time.Millisecond, true}, {pdp.MaxDecisionTimeout, true},
+		{-time.Second, false}, {time.Microsecond, false}, {pdp.MaxDecisionTimeout + time.Nanosecond, false}, {time.Hour, false},
+	} {
+		_, err := pdp.New(pdp.Config{Engine: engine, DecisionTimeout: tc.timeout})
+		if (err == nil) != tc.ok {
+			t.Errorf("DecisionTimeout %v: error %v, want ok=%v", tc.timeout, err, tc.ok)
+		}
 	}
 }

@@ -15,21 +15,26 @@ package tollgate.authz
 #
 #   {"allow": bool, "status": number, "reasons": [string], "headers": {string: string}}
 #
-# Outcomes, in the order they are checked (the first that applies decides;
-# exactly one reason each, except credential_invalid, see below):
+# A request is allowed when it breaks none of the checks below (the
+# violations); otherwise the violation with the lowest precedence decides,
+# with exactly one reason (credential_invalid may carry a second, see
+# below):
 #
-#   no route matches method and path                   403 ["no_route"]
-#   public route                                       200 allow (any credential)
-#   sensitive route, credential in a query parameter   403 ["credential_in_query"]
-#   sensitive route, API key (valid or not)            403 ["api_key_not_allowed_for_sensitive_route"]
-#   credential absent                                  401 ["credential_missing"]
-#   credential invalid                                 401 ["credential_invalid"]
-#                                                      or  ["credential_invalid", <credential.error>]
-#   sensitive route, not a user JWT in header/cookie   403 ["user_token_required"]
-#   a required scope is missing                        403 ["insufficient_scope"]
-#   a required role is missing                         403 ["missing_role"]
-#   owner claim absent or not equal to the path param  403 ["not_owner"]
-#   otherwise                                          200 allow
+#   1  no route matches method and path                   403 ["no_route"]
+#   2  sensitive route, credential in a query parameter   403 ["credential_in_query"]
+#   3  sensitive route, API key (valid or not)            403 ["api_key_not_allowed_for_sensitive_route"]
+#   4  non-public route, credential absent                401 ["credential_missing"]
+#   5  non-public route, credential invalid               401 ["credential_invalid"]
+#                                                         or  ["credential_invalid", <credential.error>]
+#   6  sensitive route, not a user JWT in header/cookie   403 ["user_token_required"]
+#   7  a scope the route requires is missing             403 ["insufficient_scope"]
+#   8  a role the route requires is missing              403 ["missing_role"]
+#   9  owner claim absent or not equal to the path param  403 ["not_owner"]
+#      otherwise                                          200 allow
+#
+# Which of checks 2-6 apply is a property of the route's sensitivity, kept
+# as data in _sensitivities. A public route needs nothing and allows any
+# caller, with any credential or none.
 #
 # credential_invalid: when input.credential.error is a non-empty string (the
 # authenticator's stable rejection code, e.g. "expired" or
@@ -42,106 +47,71 @@ package tollgate.authz
 # The route table must be valid (bundle_errors is empty): Tollgate refuses
 # to activate a bundle whose table is not, so a malformed route never
 # decides a request. Rules below rely on that and do not re-check the table.
-#
-# Performance: this runs on every request. The rules below are written so
-# that a decision evaluates few expressions: the common allow paths are
-# checked first, in one body each, and the ordered checks above only run to
-# find the reason of a deny (_deny). Keep it that way; measure with
-# `go test -run '^$' -bench 'Decide|PeerOPAEval' -benchmem ./test/bench/`.
 # ---------------------------------------------------------------------------
 
-# Unreachable with a valid route table (a matched route has a known
-# sensitivity), kept so that the decision fails closed should it ever be
-# left undefined.
+# A matched route with an unknown sensitivity cannot happen with a valid
+# route table; should it ever, the decision fails closed.
 default decision := {"allow": false, "status": 500, "reasons": ["policy_error"], "headers": {}}
 
-decision := d if {
-	hit := _hit
-	route := data.tollgate.routes[hit[0]]
-	d := _decide(route.sensitivity, route, hit)
-} else := {"allow": false, "status": 403, "reasons": ["no_route"], "headers": {}} if {
-	not _hit
+decision := {"allow": false, "status": status, "reasons": reasons, "headers": {}} if {
+	[_, status, reasons] := min(_violations)
+} else := {"allow": true, "status": 200, "reasons": [], "headers": _headers} if {
+	_needs
 }
 
-# _decide(sensitivity, route, hit) is the decision on a matched route. Each
-# sensitivity has one body for its usual allow; anything else goes through
-# _deny, which checks the outcomes in the order of the table above.
-_decide("public", _, _) := {"allow": true, "status": 200, "reasons": [], "headers": _headers}
+# _violations are the checks the request breaks, each as
+# [precedence, status, reasons]: min picks the one that decides.
+_violations contains [1, 403, ["no_route"]] if not route
 
-_decide("internal", route, hit) := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
-	not route.owner
-	input.credential.status == "valid"
-	is_object(input.identity)
-	every scope in object.get(route, "scopes", []) {
-		scope in input.identity.scopes
-	}
-	every role in object.get(route, "roles", []) {
-		role in input.identity.roles
-	}
-} else := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
-	input.credential.status == "valid"
-	is_object(input.identity)
-	every scope in object.get(route, "scopes", []) {
-		scope in input.identity.scopes
-	}
-	every role in object.get(route, "roles", []) {
-		role in input.identity.roles
-	}
-	input.identity.claims[route.owner] == _owner_param(route, hit)
-} else := _deny(route, hit)
-
-_decide("sensitive", route, hit) := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
-	not route.owner
-	input.credential.type == "bearer"
-	input.credential.status == "valid"
-	input.credential.placement in {"header", "cookie"}
-	input.identity.kind == "user"
-	every scope in object.get(route, "scopes", []) {
-		scope in input.identity.scopes
-	}
-	every role in object.get(route, "roles", []) {
-		role in input.identity.roles
-	}
-} else := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers} if {
-	input.credential.type == "bearer"
-	input.credential.status == "valid"
-	input.credential.placement in {"header", "cookie"}
-	input.identity.kind == "user"
-	every scope in object.get(route, "scopes", []) {
-		scope in input.identity.scopes
-	}
-	every role in object.get(route, "roles", []) {
-		role in input.identity.roles
-	}
-	input.identity.claims[route.owner] == _owner_param(route, hit)
-} else := _deny(route, hit)
-
-# _deny is the outcome of a non-public route when its usual allow did not
-# apply: the first check of the table above that fails (or, when they all
-# pass after all, e.g. a numeric owner claim, the allow).
-_deny(route, hit) := {"allow": false, "status": 403, "reasons": ["credential_in_query"], "headers": {}} if {
-	route.sensitivity == "sensitive"
+_violations contains [2, 403, ["credential_in_query"]] if {
+	_needs.no_query_credential
 	input.credential.placement == "query"
-} else := {"allow": false, "status": 403, "reasons": ["api_key_not_allowed_for_sensitive_route"], "headers": {}} if {
-	route.sensitivity == "sensitive"
+}
+
+_violations contains [3, 403, ["api_key_not_allowed_for_sensitive_route"]] if {
+	_needs.no_api_key
 	input.credential.type == "api_key"
-} else := {"allow": false, "status": 401, "reasons": ["credential_missing"], "headers": {}} if {
+}
+
+_violations contains [4, 401, ["credential_missing"]] if {
+	_needs.credential
 	_credential_state == "absent"
-} else := {"allow": false, "status": 401, "reasons": _invalid_reasons, "headers": {}} if {
+}
+
+_violations contains [5, 401, _invalid_reasons] if {
+	_needs.credential
 	_credential_state == "invalid"
-} else := {"allow": false, "status": 403, "reasons": ["user_token_required"], "headers": {}} if {
-	route.sensitivity == "sensitive"
+}
+
+_violations contains [6, 403, ["user_token_required"]] if {
+	_needs.user_token
 	not _user_token
-} else := {"allow": false, "status": 403, "reasons": ["insufficient_scope"], "headers": {}} if {
-	some scope in route.scopes
-	not scope in _scopes
-} else := {"allow": false, "status": 403, "reasons": ["missing_role"], "headers": {}} if {
-	some role in route.roles
-	not role in _roles
-} else := {"allow": false, "status": 403, "reasons": ["not_owner"], "headers": {}} if {
+}
+
+_violations contains [7, 403, ["insufficient_scope"]] if _lacks(route.scopes, _scopes)
+
+_violations contains [8, 403, ["missing_role"]] if _lacks(route.roles, _roles)
+
+_violations contains [9, 403, ["not_owner"]] if {
 	route.owner
-	not _owner_ok(route, hit)
-} else := {"allow": true, "status": 200, "reasons": [], "headers": _identity_headers}
+	not _owns(route)
+}
+
+# What each sensitivity requires of the caller (checks 2-6).
+_sensitivities := {
+	"public": {"credential": false, "no_query_credential": false, "no_api_key": false, "user_token": false},
+	"internal": {"credential": true, "no_query_credential": false, "no_api_key": false, "user_token": false},
+	"sensitive": {"credential": true, "no_query_credential": true, "no_api_key": true, "user_token": true},
+}
+
+_needs := _sensitivities[route.sensitivity]
+
+# _lacks holds when one of the required values is not held: the one check
+# for a route's scopes and for its roles.
+_lacks(required, held) if {
+	some x in required
+	not x in held
+}
 
 _invalid_reasons := ["credential_invalid", err] if {
 	err := input.credential.error
@@ -168,64 +138,67 @@ _invalid_reasons := ["credential_invalid", err] if {
 #
 # Path templates are matched segment by segment against
 # input.request.segments: a literal segment matches itself (case-sensitive),
-# "{name}" matches exactly one segment and binds it to name, and a trailing
-# "**" matches zero or more segments ("/public/**" matches "/public" and
-# "/public/a/b"). "**" anywhere else, "*" and stray braces are invalid:
+# "{name}" matches exactly one non-empty segment and binds it to name, and a
+# trailing "**" matches zero or more segments ("/public/**" matches "/public"
+# and "/public/a/b"). "**" anywhere else, "*" and stray braces are invalid:
 # route_errors reports them, and a bundle with such a route is not activated.
+#
+# Tollgate compiles the table when it activates the bundle and hands the
+# match to the policy as input.route (see route). matched_route is the same
+# matching written in Rego: the reference the native matcher is tested
+# against, and what decides when the policy runs without Tollgate (opa
+# test, opa eval, opa run --server).
 # ---------------------------------------------------------------------------
+
+# METADATA
+# description: |
+#   The route that decides the request, undefined when none matches:
+#   input.route when Tollgate supplied it ({"matched": false} when no route
+#   matches), else matched_route. Its fields are those of the route in the
+#   table (id, methods, sensitivity, scopes, roles, owner, when present)
+#   and matched (true), index, template and params.
+route := input.route if {
+	input.route.matched == true
+} else := matched_route if {
+	not input.route
+}
+
+# METADATA
+# description: |
+#   The Rego reference of route matching: the route that matches the
+#   request, in the shape of input.route; undefined when none matches.
+matched_route := object.union(
+	object.filter(data.tollgate.routes[i], _route_fields),
+	{"matched": true, "index": i, "template": template, "params": params},
+) if {
+	[i, template, params] := _matches[0]
+}
+
+_route_fields := {"id", "methods", "sensitivity", "scopes", "roles", "owner"}
+
+# _matches are [route index, template, params] for every template that
+# matches, in table order. A route is considered only when one of its paths
+# can match the first segment (it starts with "/" and that segment, or with
+# a parameter, "**" or a doubled slash): a cheap filter, exact for a valid
+# table, before the methods and the templates are compared.
+_matches := [[i, template, params] |
+	some i, r in data.tollgate.routes
+	strings.any_prefix_match(r.paths, _prefixes)
+	_method_matches(r.methods, input.request.method)
+	some template in r.paths
+	params := template_params(template, _segments)
+]
+
+_prefixes := array.concat([sprintf("/%s", [concat("/", array.slice(_segments, 0, 1))])], ["/{", "/*", "//"])
+
+_method_matches(methods, method) if {
+	some m in methods
+	upper(m) in {method, "*"}
+}
 
 _segments := input.request.segments if is_array(input.request.segments)
 
 else := [s | some s in split(input.request.path, "/"); s != ""] if is_string(input.request.path)
-
-# matched_route describes the route that decides this request:
-# {"index": n, "id": "..." (when the route has one), "template": "...", "params": {...}}.
-# Undefined when no route matches.
-matched_route := object.union(
-	{"index": _hit[0], "template": template, "params": template_params(template, _segments)},
-	{"id": route.id | route.id},
-) if {
-	route := data.tollgate.routes[_hit[0]]
-	template := route.paths[_hit[1]]
-}
-
-# _hit is [i, j, tsegs] for the first route i and its first path j that match
-# the request, tsegs being that path's segments without the trailing "**".
-#
-# It is one pass over the route table. A route is considered only when one
-# of its paths can match the first segment (it starts with "/" and that
-# segment, or with a parameter, "**" or a doubled slash); then its methods
-# are checked; then its paths are compared segment by segment. This relies
-# on the table being valid: a segment of a valid template that starts with
-# "{" is a parameter, and "*" only appears in a last segment "**".
-_hit := hits[0] if {
-	segs := _segments
-	k := count(segs)
-	prefixes := array.concat([sprintf("/%s", [concat("/", array.slice(segs, 0, 1))])], ["/{", "/*", "//"])
-	methods := array.concat([input.request.method], ["*"])
-	hits := [[i, j, tsegs] |
-		some i, route in data.tollgate.routes
-		strings.any_prefix_match(route.paths, prefixes)
-		some method in route.methods
-		upper(method) in methods
-		some j, template in route.paths
-		tsegs := regex.find_n(`[^/*]+`, template, -1)
-		fixed := count(tsegs)
-
-		# as many segments as the template, or more when it ends in "**"
-		k >= fixed
-		object.get({true: true}, contains(template, "**"), k == fixed)
-
-		# every literal segment is equal to the request's
-		[x | some x, t in tsegs; t != segs[x]; not startswith(t, "{")] == []
-	]
-}
-
-# _owner_param is the request segment bound to the route's owner parameter by
-# the matched path.
-_owner_param(route, [_, _, tsegs]) := _segments[x] if {
-	tsegs[x] == sprintf("{%s}", [route.owner])
-}
 
 # template_params is the object of parameters template binds when it matches
 # segments, and undefined when it does not match. Unlike the matching above
@@ -443,15 +416,18 @@ _user_token if {
 # Scopes and roles: input.identity.scopes / .roles as the authenticator
 # parsed them. Only when the authenticator left them out (absent or null) are
 # they read from the claims: "scope" (space separated) and "scp" (a list or a
-# space-separated string); roles from the "roles" claim. (The usual allow
-# paths above test the identity's arrays directly; these are for _deny.)
+# space-separated string); roles from the "roles" claim.
 _scopes := _string_set(input.identity.scopes) if is_array(input.identity.scopes)
 
-else := _string_set(object.get(input.identity, ["claims", "scope"], null)) | _string_set(object.get(input.identity, ["claims", "scp"], null))
+else := _string_set(object.get(input.identity, ["claims", "scope"], null)) | _string_set(object.get(input.identity, ["claims", "scp"], null)) if {
+	is_object(input.identity)
+} else := set()
 
 _roles := _string_set(input.identity.roles) if is_array(input.identity.roles)
 
-else := _string_set(object.get(input.identity, ["claims", "roles"], null))
+else := _string_set(object.get(input.identity, ["claims", "roles"], null)) if is_object(input.identity)
+
+else := set()
 
 _string_set(x) := {s | some s in split(x, " "); s != ""} if is_string(x)
 
@@ -459,9 +435,12 @@ else := {s | some s in x; _non_empty_string(s)} if is_array(x)
 
 else := set()
 
-# The owner check compares as strings, so a numeric claim 42 equals the path
-# segment "42". Non-integer numbers and other types never match.
-_owner_ok(route, hit) if _claim_string(route.owner) == _owner_param(route, hit)
+# The caller owns the route's resource when its owner claim equals the path
+# parameter the route names. The comparison is of strings, so a numeric
+# claim 42 equals the path segment "42". Non-integer numbers and other types
+# never match. (It is a rule of its own because "not f(x) == y" is
+# undefined, not true, when f(x) is.)
+_owns(r) if _claim_string(r.owner) == r.params[r.owner]
 
 _claim_string(name) := v if {
 	v := input.identity.claims[name]
@@ -481,27 +460,31 @@ _claim_string(name) := v if {
 #   x-api-key-id       identity.key_id (services)
 #   x-customer-number  the customer_number claim, when present (string or integer)
 #
-# Only non-empty strings without control characters are sent, so a claim can
-# never inject a header line.
+# Only non-empty strings are sent. Tollgate never gives the policy a kind,
+# subject, issuer or key_id with a control character (pdp/policy input:
+# such a value is ""), so those need no check here; a claim is the token
+# issuer's, so the customer number is sent only without control
+# characters. Either way a claim can never inject a header line.
 # ---------------------------------------------------------------------------
 
 _headers := _identity_headers if _credential_state == "valid"
 
 else := {}
 
+# The identity field each header carries, by identity kind.
+_header_fields := {
+	"user": {"x-user-id": "subject", "x-auth-kind": "kind", "x-auth-issuer": "issuer"},
+	"service": {"x-user-id": "subject", "x-auth-kind": "kind", "x-api-key-id": "key_id"},
+}
+
+_other_kind_header_fields := {"x-user-id": "subject", "x-auth-kind": "kind"}
+
 _identity_headers := object.union(
 	{header: value |
-		some header, field in object.get(
-			{
-				"user": {"x-user-id": "subject", "x-auth-kind": "kind", "x-auth-issuer": "issuer"},
-				"service": {"x-user-id": "subject", "x-auth-kind": "kind", "x-api-key-id": "key_id"},
-			},
-			object.get(input.identity, "kind", null),
-			{"x-user-id": "subject", "x-auth-kind": "kind"},
-		)
+		some header, field in object.get(_header_fields, object.get(input.identity, "kind", null), _other_kind_header_fields)
 		value := input.identity[field]
 		is_string(value)
-		regex.match(`^[^\x00-\x1f\x7f]+$`, value)
+		value != ""
 	},
 	{"x-customer-number": value |
 		value := _claim_string("customer_number")

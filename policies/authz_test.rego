@@ -512,13 +512,24 @@ test_headers_without_customer_number if {
 	})
 }
 
-test_headers_drop_unsafe_and_non_string_values if {
+# Tollgate hands the policy "" for a subject, issuer or key id with a
+# control character (pdp/policy: TestInputIdentityFieldsAreHeaderSafe); a
+# claim is checked here.
+test_headers_drop_empty_unsafe_and_non_string_values if {
 	identity := _set(_alice([]), {
-		"subject": "alice\r\nx-admin: true",
+		"subject": "",
 		"issuer": 17,
 		"claims": {"customer_number": "42\u0000"},
 	})
 	_allowed(_decide(_in("GET", "/public/x", _bearer_header, identity)), {"x-auth-kind": "user"})
+}
+
+test_headers_drop_customer_number_with_control_characters[note] if {
+	some note, value in {"NUL": "42\u0000", "CR LF": "42\r\nx-admin: true", "tab": "4\t2", "DEL": "42\u007f"}
+	identity := _set(_alice([]), {"claims": {"customer_number": value}})
+	d := _decide(_in("GET", "/public/x", _bearer_header, identity))
+	d.allow
+	not d.headers["x-customer-number"]
 }
 
 test_headers_numeric_customer_number if {
@@ -597,13 +608,21 @@ test_empty_input_is_no_route if {
 
 test_matched_route if {
 	m := authz.matched_route with input as _user("GET", "/customers/42/orders", [])
-	m == {"index": 2, "id": "customers-read", "template": "/customers/{customer_number}/**", "params": {"customer_number": "42"}}
+	m == {
+		"matched": true, "index": 2, "id": "customers-read",
+		"template": "/customers/{customer_number}/**", "params": {"customer_number": "42"},
+		"methods": ["GET"], "sensitivity": "sensitive", "scopes": ["customers:read"], "owner": "customer_number",
+	}
 }
 
 test_matched_route_without_id if {
-	m := authz.matched_route with input as _anonymous("GET", "/x") with data.tollgate.routes as [{"methods": ["*"], "paths": ["/**"], "sensitivity": "public"}]
-	m == {"index": 0, "template": "/**", "params": {}}
+	m := authz.matched_route with input as _anonymous("GET", "/x") with data.tollgate.routes as [{"methods": ["*"], "paths": ["/**"], "sensitivity": "public", "note": "not copied"}]
+	m == {"matched": true, "index": 0, "template": "/**", "params": {}, "methods": ["*"], "sensitivity": "public"}
 }
+
+# _summary is the part of a match that says which route and template
+# matched and what they bind.
+_summary(m) := object.filter(m, {"index", "id", "template", "params"})
 
 test_matched_route_undefined_without_match if {
 	not authz.matched_route with input as _anonymous("GET", "/nowhere")
@@ -633,7 +652,7 @@ test_unusual_valid_templates[note] if {
 		"dot is literal": ["/d.json", {"index": 4, "id": "d", "template": "/d.json", "params": {}}],
 		"plus is literal": ["/d+/1", {"index": 4, "id": "d", "template": "/d+/{x}", "params": {"x": "1"}}],
 	}
-	authz.matched_route == tc[1] with input as _anonymous("GET", tc[0]) with data.tollgate.routes as routes
+	_summary(authz.matched_route) == tc[1] with input as _anonymous("GET", tc[0]) with data.tollgate.routes as routes
 }
 
 test_unusual_valid_templates_mismatch[path] if {
@@ -730,9 +749,10 @@ test_string_methods_and_paths_are_bundle_errors if {
 # always has the documented shape, see pdp/policy/input.go.)
 test_malformed_input_fails_closed[note] if {
 	some note, tc in {
-		# outside the input contract: a parameter takes any segment, and
-		# without a credential the route's answer is a 401
-		"numeric segments": [{"request": {"method": "GET", "segments": ["customers", 42]}}, 401],
+		# outside the input contract: a parameter takes only a non-empty
+		# string segment
+		"numeric segments": [{"request": {"method": "GET", "segments": ["customers", 42]}}, 403],
+		"empty segment": [{"request": {"method": "GET", "segments": ["customers", ""]}}, 403],
 		"numeric path": [{"request": {"method": "GET", "path": 42}}, 403],
 		"numeric method": [{"request": {"method": 1, "path": "/public"}}, 403],
 		"identity a string": [_set(_user("GET", "/products", []), {"identity": "alice"}), 401],
@@ -769,4 +789,65 @@ test_malformed_route_tables_are_bundle_errors[note] if {
 		"a string": "/x",
 	}
 	count(authz.bundle_errors) > 0 with data.tollgate.routes as routes
+}
+
+# ---------------------------------------------------------------------------
+# input.route: the match Tollgate hands the policy
+# ---------------------------------------------------------------------------
+
+# _with_route(inp) is inp as Tollgate builds it when it matched the route
+# itself: the reference match as input.route, or {"matched": false}.
+_with_route(inp) := object.union(inp, {"route": m}) if {
+	m := authz.matched_route with input as inp
+} else := object.union(inp, {"route": {"matched": false}})
+
+# Every decision of the suites above is the same whether the policy matches
+# the route itself or Tollgate hands it the match.
+test_decision_same_with_input_route[note] if {
+	some note, inp in {
+		"public anonymous": _anonymous("GET", "/public/a/b"),
+		"public user": _user("GET", "/public", []),
+		"products api key": _service("GET", "/products/7", ["products:read"]),
+		"products no scope": _service("GET", "/products", []),
+		"products anonymous": _anonymous("GET", "/products"),
+		"owner": _user("GET", "/customers/42/orders", ["customers:read"]),
+		"not owner": _user("GET", "/customers/43", ["customers:read"]),
+		"write owner": _user("PATCH", "/customers/42", ["customers:write"]),
+		"api key sensitive": _service("GET", "/customers/42", ["customers:read"]),
+		"token in query": _in("GET", "/customers/42", _bearer_query, _alice(["customers:read"])),
+		"invalid token": _in("GET", "/customers/42", _invalid(_bearer_header, "expired"), null),
+		"admin": _in("DELETE", "/admin/x", _bearer_header, _admin),
+		"admin no role": _user("DELETE", "/admin/x", []),
+		"no route": _user("GET", "/nowhere", []),
+		"no method": _user("DELETE", "/customers/42", ["customers:write"]),
+	}
+	want := _decide(inp)
+	_decide(_with_route(inp)) == want
+}
+
+# input.route decides, not the table: a policy trusts Tollgate's match.
+test_input_route_decides[note] if {
+	some note, tc in {
+		"matched false is no route": [{"matched": false}, 403, ["no_route"]],
+		"another route": [{"matched": true, "index": 4, "template": "/admin/**", "params": {}, "methods": ["*"], "sensitivity": "sensitive", "roles": ["admin"]}, 403, ["missing_role"]],
+		"a public route": [{"matched": true, "index": 0, "template": "/public/**", "params": {}, "methods": ["GET"], "sensitivity": "public"}, 200, []],
+	}
+	inp := object.union(_user("GET", "/customers/42", ["customers:read"]), {"route": tc[0]})
+	d := _decide(inp)
+	d.status == tc[1]
+	d.reasons == tc[2]
+}
+
+test_input_route_params_decide_ownership if {
+	inp := _user("GET", "/customers/42", ["customers:read"])
+	m := authz.matched_route with input as inp
+	_denied(_decide(object.union(inp, {"route": object.union(m, {"params": {"customer_number": "43"}})})), 403, ["not_owner"])
+}
+
+# Anything but matched == true, or input.route absent, is not a match.
+test_input_route_must_say_matched[note] if {
+	some note, r in {"matched missing": {"index": 0}, "matched a string": {"matched": "true"}, "a string": "public", "null": null}
+	inp := object.union(_user("GET", "/public/x", []), {"route": r})
+	not authz.route with input as inp
+	_denied(_decide(inp), 403, ["no_route"])
 }

@@ -27,15 +27,21 @@ cannot be shown again. A verified key becomes a "service" identity whose
 subject is the owner and whose scopes are the key's scopes. API keys are never
 accepted on sensitive routes; those need an OIDC token.
 
-The file is YAML, rewritten atomically (mode 0600) by 'new' and 'revoke';
-comments in it are not kept. Do not run two of these commands on the same file
-at once.`,
+The file is YAML ending in a seal line: the number of records and a SHA-256
+digest of every byte above it. 'new', 'revoke' and 'seal' rewrite it sealed and
+atomically (mode 0600; comments are not kept) while holding a lock on FILE.lock,
+so commands run at the same time on one file all take effect. A file that is
+empty, cut short or edited by hand does not match its seal: 'serve' refuses to
+start with it, keeps the keys it has when it changes to such a file, and 'new',
+'revoke' and 'list' refuse it. 'seal' seals a file from an older Tollgate or a
+deliberate hand edit, after you have checked it.`,
 		Example: `  tollgate apikey new --file keys.yaml --owner billing-service --scopes products:read --expires 90d
   KEY=$(tollgate apikey new --file keys.yaml --owner reports --scopes products:read | tail -n1)
   tollgate apikey list --file keys.yaml
-  tollgate apikey revoke --file keys.yaml 4kq7m2xv7ab3`,
+  tollgate apikey revoke --file keys.yaml 4kq7m2xv7ab3
+  tollgate apikey seal --dry-run --file keys.yaml`,
 	}
-	cmd.AddCommand(newAPIKeyNewCommand(), newAPIKeyRevokeCommand(), newAPIKeyListCommand())
+	cmd.AddCommand(newAPIKeyNewCommand(), newAPIKeyRevokeCommand(), newAPIKeyListCommand(), newAPIKeySealCommand())
 	return cmd
 }
 
@@ -91,7 +97,7 @@ now. Lose it and you revoke it and create another.
 				return err
 			}
 			if err := apikey.Add(file, rec); err != nil {
-				return err
+				return keyFileHint(err, file)
 			}
 
 			out := cmd.OutOrStdout()
@@ -141,7 +147,7 @@ command line ends up in shell history. Revoking a revoked key changes nothing.`,
 				return err
 			}
 			if err != nil {
-				return err
+				return keyFileHint(err, file)
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Revoked API key %s (owner %s) at %s in %s\n",
 				rec.ID, rec.Owner, formatKeyTime(rec.Revoked, "-"), file)
@@ -169,13 +175,75 @@ holds no secrets, so none can be shown. Times are UTC, RFC 3339.`,
 			}
 			s, err := apikey.LoadFile(file)
 			if err != nil {
-				return err
+				return keyFileHint(err, file)
 			}
 			return writeKeyTable(cmd.OutOrStdout(), s.Records(), time.Now())
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "key file (required)")
 	return cmd
+}
+
+func newAPIKeySealCommand() *cobra.Command {
+	var (
+		file   string
+		dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "seal --file FILE [--dry-run]",
+		Short: "Seal a key file from an older Tollgate or edited by hand",
+		Long: `Check a key file that does not match its seal, or has none, and seal it.
+
+A key file ends in a seal line written by 'new', 'revoke' and 'seal': the
+number of records and a SHA-256 digest of every byte above it. 'serve', 'new',
+'revoke' and 'list' refuse a file without a valid seal, because it may have been
+cut short: a file cut before a key's "revoked:" line would bring the key back.
+Files written before seals existed, and files edited by hand, need sealing once.
+
+Sealing trusts the records as they are. Run it with --dry-run first: it lists
+the records the file holds and says why it does not verify, changing nothing.
+If a record is missing or a revocation was lost, restore the file from a backup
+or fix it, then seal. The file is validated as strictly as 'serve' validates it
+and rewritten sealed, atomically and under the lock; comments are not kept.
+A file that already matches its seal is left as it is.`,
+		Example: `  tollgate apikey seal --dry-run --file keys.yaml
+  tollgate apikey seal --file keys.yaml`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("--file is required")
+			}
+			res, err := apikey.Seal(file, dryRun)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case res.Problem == nil:
+				fmt.Fprintf(out, "%s matches its seal (%d records); nothing to do.\n", file, res.Store.Len())
+				return nil
+			case dryRun:
+				fmt.Fprintf(out, "%s does not verify: %v\nSealing it would keep these %d records:\n", file, res.Problem, res.Store.Len())
+			default:
+				fmt.Fprintf(out, "%s did not verify: %v\nSealed it with these %d records:\n", file, res.Problem, res.Store.Len())
+			}
+			return writeKeyTable(out, res.Store.Records(), time.Now())
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "key file (required)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "show the records and the problem; change nothing")
+	return cmd
+}
+
+// keyFileHint adds to err, about the key file at path, the commands that
+// check and seal the file when it does not match its seal.
+func keyFileHint(err error, path string) error {
+	if errors.Is(err, apikey.ErrNoSeal) || errors.Is(err, apikey.ErrBadSeal) {
+		return fmt.Errorf("%w (a key file that is empty, cut short, edited by hand or written by a Tollgate from before seals; "+
+			"check its records with 'tollgate apikey seal --dry-run --file %s', then seal it with 'tollgate apikey seal --file %s')", err, path, path)
+	}
+	return err
 }
 
 func writeKeyTable(w io.Writer, recs []apikey.Record, now time.Time) error {

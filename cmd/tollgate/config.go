@@ -7,11 +7,14 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tollgate/tollgate/pdp"
+	"github.com/tollgate/tollgate/pdp/authn/oidcjwt"
 	"github.com/tollgate/tollgate/pdp/credential"
 )
 
@@ -19,7 +22,16 @@ import (
 // Its zero value plus defaults() is a safe configuration: embedded policies,
 // no issuers, no API keys, no trusted proxies.
 type config struct {
-	Listen         string         `yaml:"listen"`
+	Listen string `yaml:"listen"`
+	TLS    struct {
+		CertFile     string `yaml:"cert_file"`
+		KeyFile      string `yaml:"key_file"`
+		ClientCAFile string `yaml:"client_ca_file"`
+	} `yaml:"tls"`
+	Clients struct {
+		TokensFile     string        `yaml:"tokens_file"`
+		ReloadInterval time.Duration `yaml:"reload_interval"`
+	} `yaml:"clients"`
 	TrustedProxies []string       `yaml:"trusted_proxies"`
 	Issuers        []issuerConfig `yaml:"issuers"`
 	ClockSkew      time.Duration  `yaml:"clock_skew"`
@@ -34,11 +46,17 @@ type config struct {
 	Policy struct {
 		Query      string `yaml:"query"`
 		CheckQuery string `yaml:"check_query"`
+		// Capabilities is an OPA capabilities document (JSON) whose
+		// built-ins are allowed in addition to the pinned ones.
+		Capabilities string `yaml:"capabilities"`
 	} `yaml:"policy"`
 	Limits struct {
 		MaxBodyBytes   int64 `yaml:"max_body_bytes"`
 		MaxHeaderBytes int   `yaml:"max_header_bytes"`
 		MaxTokenBytes  int   `yaml:"max_token_bytes"`
+		// DecisionTimeout bounds each decision (pdp.Config.DecisionTimeout);
+		// 0 means pdp.DefaultDecisionTimeout.
+		DecisionTimeout time.Duration `yaml:"decision_timeout"`
 	} `yaml:"limits"`
 	Timeouts struct {
 		ReadHeader time.Duration `yaml:"read_header"`
@@ -61,30 +79,66 @@ type issuerConfig struct {
 	Audiences   []string `yaml:"audiences"`
 	Algorithms  []string `yaml:"algorithms"`
 	RequireType string   `yaml:"require_type"`
+	// JWKSRefreshInterval: how often the JWKS is fetched again, so that
+	// withdrawn keys stop verifying (default 5m, 1s to 24h).
+	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
 }
 
-const defaultListen = ":8181"
+// defaultListen is loopback only, as OPA 1.x: listening on other
+// interfaces is a choice, made with listen (and TLS and client
+// authentication).
+const defaultListen = "127.0.0.1:8181"
 
 // loadConfig reads and validates a configuration file. Unknown keys are an
-// error, so a typo never silently turns a setting off.
+// error, so a typo never silently turns a setting off. Errors read
+// "FILE:LINE: message" (see configcheck.go).
 func loadConfig(path string) (*config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return parseConfig(b)
+	return parseNamedConfig(path, b)
 }
 
+// parseConfig parses a configuration that comes from no file.
 func parseConfig(b []byte) (*config, error) {
+	return parseNamedConfig("config", b)
+}
+
+// parseNamedConfig parses b, the contents of the file named file: first
+// into YAML nodes, which are checked against the config type (unknown keys,
+// values of the wrong kind, each with its line), then into the config.
+func parseNamedConfig(file string, b []byte) (*config, error) {
 	var c config
+	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse config: %w", err)
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, syntaxError(file, b, err)
+	default:
+		var extra yaml.Node
+		switch err := dec.Decode(&extra); {
+		case errors.Is(err, io.EOF):
+		case err != nil:
+			return nil, syntaxError(file, b, err)
+		default:
+			return nil, fmt.Errorf("%s:%d: a second YAML document: the configuration is one document", file, extra.Line)
+		}
+		if len(doc.Content) == 1 {
+			if errs := checkNode(file, doc.Content[0], reflect.TypeFor[config](), ""); len(errs) > 0 {
+				return nil, errors.Join(errs...)
+			}
+		}
+		strict := yaml.NewDecoder(bytes.NewReader(b))
+		strict.KnownFields(true)
+		if err := strict.Decode(&c); err != nil {
+			return nil, decodeError(file, err)
+		}
 	}
 	c.defaults()
 	if err := c.validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return &c, nil
 }
@@ -107,6 +161,15 @@ func (c *config) validate() error {
 	if _, err := c.trustedProxies(); err != nil {
 		errs = append(errs, err)
 	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("tls: cert_file and key_file go together"))
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		errs = append(errs, errors.New("tls.client_ca_file needs tls.cert_file and tls.key_file: client certificates need TLS"))
+	}
+	if c.Clients.ReloadInterval < 0 {
+		errs = append(errs, errors.New("clients.reload_interval must not be negative"))
+	}
 	for i, is := range c.Issuers {
 		if is.Issuer == "" {
 			errs = append(errs, fmt.Errorf("issuers[%d]: issuer is required", i))
@@ -114,12 +177,20 @@ func (c *config) validate() error {
 		if len(is.Audiences) == 0 {
 			errs = append(errs, fmt.Errorf("issuers[%d]: at least one audience is required", i))
 		}
+		if d := is.JWKSRefreshInterval; d != 0 {
+			if err := oidcjwt.CheckJWKSRefreshInterval(d); err != nil {
+				errs = append(errs, fmt.Errorf("issuers[%d].jwks_refresh_interval: %w", i, err))
+			}
+		}
 	}
 	if c.ClockSkew < 0 || c.ClockSkew > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("clock_skew %s: want between 0s and 5m", c.ClockSkew))
 	}
 	if c.Limits.MaxBodyBytes < 0 || c.Limits.MaxHeaderBytes < 0 || c.Limits.MaxTokenBytes < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	if d := c.Limits.DecisionTimeout; d != 0 && (d < time.Millisecond || d > pdp.MaxDecisionTimeout) {
+		errs = append(errs, fmt.Errorf("limits.decision_timeout %s: want between 1ms and %s (default %s)", d, pdp.MaxDecisionTimeout, pdp.DefaultDecisionTimeout))
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

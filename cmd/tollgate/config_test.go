@@ -14,7 +14,7 @@ func TestParseConfig(t *testing.T) {
 		check   func(t *testing.T, c *config)
 	}{
 		{name: "empty is safe defaults", yaml: "", check: func(t *testing.T, c *config) {
-			if c.Listen != ":8181" || len(c.TrustedProxies) != 0 || len(c.Issuers) != 0 || c.APIKeys.File != "" || c.Bundle.Source != "" {
+			if c.Listen != "127.0.0.1:8181" || len(c.TrustedProxies) != 0 || len(c.Issuers) != 0 || c.APIKeys.File != "" || c.Bundle.Source != "" {
 				t.Errorf("defaults = %+v", c)
 			}
 		}},
@@ -43,14 +43,14 @@ clock_skew: 10s
 				t.Errorf("proxies = %v, %v", p, err)
 			}
 		}},
-		{name: "typo is an error", yaml: "listne: x\n", wantErr: "field listne not found"},
+		{name: "typo is an error", yaml: "listne: x\n", wantErr: `config:1: unknown key "listne" at the top level; valid keys: listen, tls,`},
 		{name: "bad proxy", yaml: "trusted_proxies: [nope]\n", wantErr: "trusted_proxies"},
 		{name: "issuer without audience", yaml: "issuers: [{issuer: https://x/}]\n", wantErr: "audience"},
 		{name: "issuer without url", yaml: "issuers: [{audiences: [a]}]\n", wantErr: "issuer is required"},
 		{name: "skew too large", yaml: "clock_skew: 1h\n", wantErr: "clock_skew"},
 		{name: "bad log level", yaml: "log: {level: loud}\n", wantErr: "log.level"},
 		{name: "negative limit", yaml: "limits: {max_body_bytes: -1}\n", wantErr: "negative"},
-		{name: "not yaml", yaml: "listen: [", wantErr: "parse config"},
+		{name: "not yaml", yaml: "listen: [", wantErr: "config:1: invalid YAML"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,7 +22,7 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tollgate:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -38,7 +38,10 @@ allow or deny with a status, reasons and identity headers.
 Start with 'tollgate serve --dev' and 'tollgate token --help'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       readBuildVersion().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n") // --version prints what `tollgate version` prints
 	root.AddCommand(newServeCommand(), newTokenCommand(), newAPIKeyCommand(), newVersionCommand())
+	root.AddCommand(newTestCommand(), newFmtCommand())
 	return root
 }

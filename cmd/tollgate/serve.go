@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate/tollgate/bundles"
@@ -39,8 +42,14 @@ func newServeCommand() *cobra.Command {
 
 With --dev no file is needed: the embedded default policies, the development
 OIDC issuer (tokens from 'tollgate token'), decision logs on stderr, listening
-on 127.0.0.1:8181. With --config FILE, the YAML configuration is read (see the
-README's configuration reference). Flags override the file.
+on 127.0.0.1:8181. --dev cannot be combined with --config: it would trust the
+development issuer in a production configuration.
+
+With --config FILE, the YAML configuration is read (see the README's
+configuration reference and production setup). Flags override the file.
+Tollgate listens on 127.0.0.1:8181 unless told otherwise; before listening on
+other interfaces, set up TLS and client authentication (tls.client_ca_file or
+clients.tokens_file) so that only your gateways can ask for decisions.
 
 SIGTERM or SIGINT shuts down gracefully.`,
 		Example: `  tollgate serve --dev
@@ -54,14 +63,21 @@ SIGTERM or SIGINT shuts down gracefully.`,
 	f := cmd.Flags()
 	f.StringVar(&fl.configFile, "config", "", "YAML configuration file")
 	f.BoolVar(&fl.dev, "dev", false, "development mode: embedded policies and the development issuer; never in production")
-	f.StringVar(&fl.listen, "listen", "", "listen address (default \":8181\"; 127.0.0.1:8181 with --dev)")
+	f.StringVar(&fl.listen, "listen", "", "listen address (default \""+defaultListen+"\")")
 	f.StringVar(&fl.apiKeys, "api-keys", "", "API key file written by 'tollgate apikey new'")
 	f.StringVar(&fl.bundle, "bundle", "", `policy bundle source: "embedded" or "dir:PATH"`)
 	return cmd
 }
 
+// errDevWithConfig refuses --dev with --config.
+var errDevWithConfig = errors.New("--dev cannot be combined with --config: --dev trusts the development issuer, whose key sits on this machine, " +
+	"and would add it to the file's issuers; run either 'serve --dev' alone or 'serve --config FILE'")
+
 // resolveConfig merges the file, --dev and the flags into one config.
 func resolveConfig(fl serveFlags) (*config, error) {
+	if fl.dev && fl.configFile != "" {
+		return nil, errDevWithConfig
+	}
 	var c *config
 	var err error
 	if fl.configFile != "" {
@@ -73,14 +89,9 @@ func resolveConfig(fl serveFlags) (*config, error) {
 		return nil, err
 	}
 	if fl.dev {
-		if fl.configFile == "" && fl.listen == "" {
-			c.Listen = "127.0.0.1:8181"
-		}
 		c.DecisionLog.Enabled = true
-		if fl.configFile == "" {
-			c.Log.Format = "text"
-			c.TrustedProxies = []string{"127.0.0.1/32", "::1/128"}
-		}
+		c.Log.Format = "text"
+		c.TrustedProxies = []string{"127.0.0.1/32", "::1/128"}
 	}
 	if fl.listen != "" {
 		c.Listen = fl.listen
@@ -113,7 +124,9 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 	if fl.dev {
 		log.Warn("development mode: the development issuer is trusted; never run --dev in production", "issuer", devIssuer, "key_file", devKeyPath())
 	}
-	d, err := buildDecider(ctx, c, fl.dev, log)
+	keyReloads := newKeyReloadCounter()
+	var parts serveParts
+	d, err := buildServeDecider(ctx, c, fl.dev, log, keyReloads, &parts)
 	if err != nil {
 		return err
 	}
@@ -121,7 +134,18 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	tlsConfig, err := serverTLS(c, log)
+	if err != nil {
+		return err
+	}
+	clientTokens, err := loadClientTokens(ctx, c, log)
+	if err != nil {
+		return err
+	}
 	srv := server.New(d, server.Options{
+		TLSConfig:         tlsConfig,
+		RequireClientCert: tlsConfig != nil && tlsConfig.ClientCAs != nil,
+		ClientTokens:      clientTokens,
 		MaxBodyBytes:      c.Limits.MaxBodyBytes,
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 		ReadHeaderTimeout: c.Timeouts.ReadHeader,
@@ -131,23 +155,80 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 		ShutdownTimeout:   c.Timeouts.Shutdown,
 		TrustedProxies:    proxies,
 		Logger:            log,
+		Collectors:        append([]prometheus.Collector{keyReloads}, parts.metrics...),
+		Issuers:           parts.issuerStatus(),
 	})
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info("tollgate listening", "addr", ln.Addr().String(), "policy_revision", d.Revision())
+	warnIfOpen(log, ln.Addr(), tlsConfig, clientTokens != nil)
+	log.Info("tollgate listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil,
+		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "client_tokens", clientTokens != nil,
+		"policy_revision", d.Revision())
 	return srv.Serve(ctx, ln)
+}
+
+// loadClientTokens loads clients.tokens_file, the hashed tokens of the
+// gateways allowed to call Tollgate, and watches it like the API key file.
+// It returns nil, and no error, when no file is configured.
+func loadClientTokens(ctx context.Context, c *config, log *slog.Logger) (*apikey.Authenticator, error) {
+	if c.Clients.TokensFile == "" {
+		return nil, nil
+	}
+	tokens, err := apikey.NewFromFile(c.Clients.TokensFile, apikey.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("clients.tokens_file: %w", err)
+	}
+	if tokens.Store().Len() == 0 {
+		log.Warn("clients.tokens_file has no tokens: every request but the health checks is refused", "file", c.Clients.TokensFile)
+	}
+	interval := c.Clients.ReloadInterval
+	if interval <= 0 {
+		interval = defaultKeyReloadInterval
+	}
+	go watchKeyFile(ctx, c.Clients.TokensFile, tokens, interval, log.With("file_kind", "client_tokens"))
+	return tokens, nil
+}
+
+// warnIfOpen warns when the listener is reachable from other machines
+// while any caller may ask for decisions: the decision endpoints answer
+// whether a token or key is valid and echo identity headers.
+func warnIfOpen(log *slog.Logger, addr net.Addr, tlsConfig *tls.Config, tokens bool) {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || tcp.IP.IsLoopback() {
+		return
+	}
+	if tlsConfig == nil {
+		log.Warn("listening beyond loopback without TLS: credentials and decisions cross the network in clear text; set tls.cert_file and tls.key_file", "addr", addr.String())
+	}
+	if (tlsConfig == nil || tlsConfig.ClientCAs == nil) && !tokens {
+		log.Warn("listening beyond loopback without client authentication: anyone who reaches this port can ask for decisions; set tls.client_ca_file or clients.tokens_file", "addr", addr.String())
+	}
 }
 
 // buildDecider loads the policy bundle, builds the authenticators and
 // returns the Decider.
 func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*pdp.Decider, error) {
+	return buildServeDecider(ctx, c, dev, log, nil, nil)
+}
+
+// buildServeDecider is buildDecider counting the API key file's reloads in
+// keyReloads (optional, see newKeyReloadCounter) and, when parts is not nil,
+// handing runServe the metrics and the issuers' state of what it built.
+func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logger, keyReloads *prometheus.CounterVec, parts *serveParts) (*pdp.Decider, error) {
 	b, err := bundles.Load(ctx, c.Bundle.Source)
 	if err != nil {
 		return nil, fmt.Errorf("load policy bundle: %w", err)
 	}
-	engine := policy.NewEngine(policy.Options{Query: c.Policy.Query, CheckQuery: c.Policy.CheckQuery, Logger: log})
+	popts := policy.Options{Query: c.Policy.Query, CheckQuery: c.Policy.CheckQuery, Logger: log}
+	if f := c.Policy.Capabilities; f != "" {
+		if popts.Capabilities, err = policy.LoadCapabilitiesFile(f); err != nil {
+			return nil, fmt.Errorf("policy.capabilities: %w", err)
+		}
+		log.Info("policy built-ins extended", "file", f, "builtins", len(popts.Capabilities.Builtins))
+	}
+	engine := policy.NewEngine(popts)
 	if err := engine.Activate(ctx, b); err != nil {
 		return nil, fmt.Errorf("activate policy bundle: %w", err)
 	}
@@ -157,6 +238,7 @@ func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*
 	for _, is := range c.Issuers {
 		issuers = append(issuers, oidcjwt.IssuerConfig{
 			Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms, RequireType: is.RequireType,
+			JWKSRefreshInterval: is.JWKSRefreshInterval,
 		})
 	}
 	if dev {
@@ -172,28 +254,37 @@ func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*
 		})
 	}
 	if len(issuers) > 0 {
-		jwts, err := oidcjwt.New(ctx, oidcjwt.Config{
+		ocfg := oidcjwt.Config{
 			Issuers:       issuers,
 			ClockSkew:     c.ClockSkew,
 			MaxTokenBytes: c.Limits.MaxTokenBytes,
 			Logger:        log,
-		})
+		}
+		if parts != nil {
+			ocfg.Registerer = &parts.metrics
+		}
+		// An issuer that is down does not stop serve: its discovery is
+		// retried in the background. The loops end with ctx.
+		jwts, err := oidcjwt.New(ctx, ocfg)
 		if err != nil {
 			return nil, fmt.Errorf("oidc issuers: %w", err)
 		}
 		authns = append(authns, jwts)
+		if parts != nil {
+			parts.issuers = jwts
+		}
 	}
 	if c.APIKeys.File != "" {
 		keys, err := apikey.NewFromFile(c.APIKeys.File, apikey.Options{})
 		if err != nil {
-			return nil, fmt.Errorf("api keys: %w", err)
+			return nil, fmt.Errorf("api keys: %w", keyFileHint(err, c.APIKeys.File))
 		}
 		authns = append(authns, keys)
 		interval := c.APIKeys.ReloadInterval
 		if interval <= 0 {
 			interval = defaultKeyReloadInterval
 		}
-		go watchKeyFile(ctx, c.APIKeys.File, keys, interval, log)
+		go keyWatch{path: c.APIKeys.File, keys: keys, interval: interval, log: log, reloads: keyReloads}.run(ctx)
 	}
 	var declog *slog.Logger
 	if c.DecisionLog.Enabled {
@@ -205,5 +296,7 @@ func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*
 		Authenticators: authns,
 		Logger:         log,
 		DecisionLog:    declog,
+
+		DecisionTimeout: c.Limits.DecisionTimeout,
 	})
 }

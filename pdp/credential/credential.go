@@ -4,11 +4,7 @@
 // nothing downstream (policy input, decision log) can see it.
 package credential
 
-import (
-	"crypto/sha256"
-	"encoding/hex"
-	"log/slog"
-)
+import "log/slog"
 
 // Type is the kind of credential.
 type Type string
@@ -56,17 +52,6 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
 // MarshalJSON implements json.Marshaler without revealing the value.
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
-
-// Fingerprint returns a short, non-reversible identifier of the secret,
-// "sha256:" followed by the first 12 hex digits of its SHA-256, or "" for an
-// empty secret. It lets logs correlate requests without storing the secret.
-func (s Secret) Fingerprint() string {
-	if s.v == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(s.v))
-	return "sha256:" + hex.EncodeToString(sum[:6])
-}
 
 // Error codes of a credential that could not be found cleanly.
 const (

@@ -132,17 +132,24 @@ func (f Finder) collect(req *request.Request, t Type, src sources, found []Crede
 // headerCredential reads a credential from one header value. The
 // Authorization header must use the Bearer scheme; other headers may carry
 // the bare value or a "Bearer " prefix.
+//
+// Only HTTP's whitespace (space and tab, RFC 9110 section 5.6.3) is trimmed:
+// a Unicode space (U+00A0, U+3000, ...) stays part of the value, so it makes
+// a token malformed instead of giving one token a second spelling.
 func headerCredential(t Type, name, v string) Credential {
-	v = strings.TrimSpace(v)
+	v = strings.Trim(v, httpWhitespace)
 	scheme, rest, _ := strings.Cut(v, " ")
 	switch {
 	case strings.EqualFold(scheme, "bearer"):
-		v = strings.TrimSpace(rest)
+		v = strings.Trim(rest, httpWhitespace)
 	case name == "authorization":
 		return Credential{Type: t, Placement: PlacementHeader, Name: name, Problem: ProblemUnsupportedScheme}
 	}
 	return valueCredential(t, PlacementHeader, name, v)
 }
+
+// httpWhitespace is HTTP's optional whitespace: space and horizontal tab.
+const httpWhitespace = " \t"
 
 func valueCredential(t Type, p Placement, name, v string) Credential {
 	c := Credential{Type: t, Placement: p, Name: name, Secret: NewSecret(v)}

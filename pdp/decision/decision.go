@@ -10,7 +10,7 @@ import (
 // Reasons the pipeline produces before or instead of the policy.
 const (
 	ReasonPolicyError    = "policy_error"    // policy failed, undefined or malformed output
-	ReasonInvalidRequest = "invalid_request" // method or path cannot be normalized safely
+	ReasonInvalidRequest = "invalid_request" // method, target, host, scheme or headers cannot be normalized safely
 	ReasonNoPolicy       = "no_policy"       // no policy is active
 )
 

@@ -118,7 +118,7 @@ decision := {"allow": false, "status": status, "reasons": reasons, "headers": {}
 }
 `
 
-func route(methods []string, path, sensitivity, scope, role, owner string) map[string]any {
+func benchRoute(methods []string, path, sensitivity, scope, role, owner string) map[string]any {
 	var segs []any
 	for _, s := range splitPath(path) {
 		segs = append(segs, s)
@@ -156,21 +156,21 @@ func routeBundle() *bundle.Bundle {
 	get, write := []string{"GET"}, []string{"PUT", "PATCH"}
 	all := []string{"GET", "POST", "PUT", "PATCH", "DELETE"}
 	routes := []any{
-		route(get, "/public/**", "public", "", "", ""),
-		route(get, "/products", "internal", "products:read", "", ""),
-		route(get, "/products/{id}", "internal", "products:read", "", ""),
+		benchRoute(get, "/public/**", "public", "", "", ""),
+		benchRoute(get, "/products", "internal", "products:read", "", ""),
+		benchRoute(get, "/products/{id}", "internal", "products:read", "", ""),
 	}
 	for i := range 12 {
 		routes = append(routes,
-			route(get, fmt.Sprintf("/catalog%d/{id}", i), "internal", "catalog:read", "", ""),
+			benchRoute(get, fmt.Sprintf("/catalog%d/{id}", i), "internal", "catalog:read", "", ""),
 		)
 	}
 	routes = append(routes,
-		route(get, "/customers/{customer_number}", "sensitive", "customers:read", "", "customer_number"),
-		route(get, "/customers/{customer_number}/**", "sensitive", "customers:read", "", "customer_number"),
-		route(write, "/customers/{customer_number}", "sensitive", "customers:write", "", "customer_number"),
-		route(write, "/customers/{customer_number}/**", "sensitive", "customers:write", "", "customer_number"),
-		route(all, "/admin/**", "sensitive", "", "admin", ""),
+		benchRoute(get, "/customers/{customer_number}", "sensitive", "customers:read", "", "customer_number"),
+		benchRoute(get, "/customers/{customer_number}/**", "sensitive", "customers:read", "", "customer_number"),
+		benchRoute(write, "/customers/{customer_number}", "sensitive", "customers:write", "", "customer_number"),
+		benchRoute(write, "/customers/{customer_number}/**", "sensitive", "customers:write", "", "customer_number"),
+		benchRoute(all, "/admin/**", "sensitive", "", "admin", ""),
 	)
 	return testBundle("bench-rev", map[string]any{"tollgate": map[string]any{"routes": routes}}, routePolicy)
 }

@@ -82,6 +82,12 @@ type Options struct {
 	// Logger receives a log of each activation (a failed one is only
 	// returned as an error). Nil discards them.
 	Logger *slog.Logger
+	// Capabilities are the built-in functions (and language features) a
+	// bundle is compiled with; a bundle that calls any other built-in is
+	// refused by Activate (ErrBuiltinNotAllowed). Nil means
+	// PinnedCapabilities; ExtendCapabilities adds to them. The engine only
+	// reads the value.
+	Capabilities *ast.Capabilities
 }
 
 // Validate checks the options without building anything.
@@ -133,6 +139,9 @@ func parseOneExpression(q, what string) (ast.Body, error) {
 type program struct {
 	query    rego.PreparedEvalQuery
 	revision string
+	// routes is the bundle's compiled route table, nil when it has none
+	// (or one the matcher does not take): then input.route is absent.
+	routes *routeTable
 }
 
 // Engine holds the active policy program and evaluates decisions with it.
@@ -168,8 +177,18 @@ func NewEngine(opts Options) *Engine {
 // once: a bundle whose check reports problems is refused with an error
 // (wrapping ErrBundleCheck) that lists them.
 //
-// When the bundle does not parse or compile, defines nothing at the query's
-// path, the query cannot be prepared against it, or its check fails,
+// When the bundle's data has a route table (data.tollgate.routes, see
+// RoutesPath), Activate compiles it into a matcher (package route), and
+// every evaluation on this bundle has input.route: the route that matches
+// the request ({"matched": true, "index", "template", "params", and the
+// route's id, methods, sensitivity, scopes, roles and owner as the bundle
+// gives them}) or {"matched": false}. A table the matcher does not take is
+// logged and left to the policy: its evaluations have no input.route.
+//
+// When the bundle does not parse or compile (including a call to a built-in
+// function that Options.Capabilities do not allow: ErrBuiltinNotAllowed),
+// defines nothing at the query's path, the query cannot be prepared against
+// it, or its check fails,
 // Activate returns an error (wrapping OPA's ast.Errors where there are some)
 // and the previous program stays active. b is not modified. The revision is
 // b.Manifest.Revision.
@@ -193,6 +212,9 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle) error {
 		e.log.LogAttrs(ctx, slog.LevelWarn, "policy bundle has no revision; decisions will not name the policy that made them")
 	}
 	attrs := []slog.Attr{slog.String("revision", rev), slog.Int("modules", len(b.Modules))}
+	if p.routes != nil {
+		attrs = append(attrs, slog.Int("routes", p.routes.table.Len()))
+	}
 	if prev != nil {
 		attrs = append(attrs, slog.String("previous_revision", prev.revision))
 	}
@@ -215,6 +237,10 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 	if err != nil {
 		return nil, err
 	}
+	caps, err := e.opts.capabilities()
+	if err != nil {
+		return nil, err
+	}
 
 	// The store is the engine's, not one rego makes for itself, so that the
 	// check query can be evaluated on the same compiled policy and data.
@@ -230,7 +256,7 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 		rego.ParsedQuery(query.Copy()), // preparing rewrites the query in place
 		rego.ParsedBundle(bundleName, cp),
 		rego.SetRegoVersion(ast.RegoV1),
-		rego.Capabilities(capabilities()),
+		rego.Capabilities(caps),
 		rego.Store(store),
 		rego.Transaction(txn),
 		// Hand results back as AST values; decode reads them directly.
@@ -240,7 +266,7 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 	pq, err := r.PrepareForEval(ctx)
 	if err != nil {
 		store.Abort(ctx, txn)
-		return nil, err
+		return nil, notAllowed(cp, caps, err)
 	}
 	if err := store.Commit(ctx, txn); err != nil {
 		return nil, err
@@ -251,7 +277,14 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 	if err := runCheck(ctx, check, compiler, store); err != nil {
 		return nil, err
 	}
-	return &program{query: pq, revision: b.Manifest.Revision}, nil
+	// Compile the route table last, on a bundle that passed its check.
+	routes, err := compileRoutes(b.Data)
+	if err != nil {
+		e.log.LogAttrs(ctx, slog.LevelWarn, "route table not compiled; the policy matches routes itself",
+			slog.String("revision", b.Manifest.Revision), slog.Any("error", err))
+		routes = nil
+	}
+	return &program{query: pq, revision: b.Manifest.Revision, routes: routes}, nil
 }
 
 // astResult hands a result term's value back as is, an ast.Value.
@@ -405,7 +438,7 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (decision.Decision, err
 	if p == nil {
 		return failClosed("", fmt.Errorf("policy: %w", ErrNoPolicy))
 	}
-	input, err := in.value()
+	input, err := in.value(p.routes)
 	if err != nil {
 		return failClosed(p.revision, fmt.Errorf("policy: revision %q: %w", p.revision, err))
 	}
@@ -459,28 +492,4 @@ func failClosed(revision string, err error) (decision.Decision, error) {
 	d := decision.Deny(500, decision.ReasonPolicyError)
 	d.PolicyRevision = revision
 	return d, err
-}
-
-// deniedBuiltins are the built-in functions a Tollgate policy may not call:
-// network access from a per-request decision (http.send,
-// net.lookup_ip_addr) would make every decision depend on another service
-// and can leak the input; opa.runtime exposes the process environment,
-// where secrets live. A bundle that calls one is refused at activation.
-func deniedBuiltins() []string {
-	return []string{"http.send", "net.lookup_ip_addr", "opa.runtime"}
-}
-
-// capabilities are OPA's capabilities for this version without the denied
-// built-ins.
-func capabilities() *ast.Capabilities {
-	caps := ast.CapabilitiesForThisVersion()
-	denied := deniedBuiltins()
-	kept := caps.Builtins[:0]
-	for _, b := range caps.Builtins {
-		if !slices.Contains(denied, b.Name) {
-			kept = append(kept, b)
-		}
-	}
-	caps.Builtins = kept
-	return caps
 }

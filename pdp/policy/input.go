@@ -77,7 +77,13 @@ var (
 // is present only when Status is StatusValid and Identity is set; key_id only
 // when the identity has one (API keys). Nil lists and maps become empty
 // arrays and objects, never null; an empty credential type or placement
-// becomes "none"; a nil Request gives a request of empty fields.
+// becomes "none"; a nil Request gives a request of empty fields. The
+// identity's kind, subject, issuer and key_id never hold a control
+// character: such a value is given as "" (see headerSafe).
+//
+// input.route is not part of Value: the engine adds it from the active
+// bundle's compiled route table (see Engine.Activate). No field of Input
+// can set it.
 //
 // Claims are converted with ast.InterfaceToValue, which handles everything
 // encoding/json produces, json.Number included. Should a claim ever be
@@ -88,12 +94,16 @@ func (in Input) Value() ast.Value {
 	if err != nil {
 		claims = ast.NewObject()
 	}
-	return in.build(claims)
+	return in.build(claims, nil)
 }
 
 // value is Value for the engine: it refuses an input the pipeline should
 // never have built, and unrepresentable claims.
-func (in Input) value() (ast.Value, error) {
+//
+// When routes is not nil (the active bundle has a compiled route table),
+// the document has input.route: the route that matches the request, or
+// {"matched": false}. Nothing in Input can set it.
+func (in Input) value(routes *routeTable) (ast.Value, error) {
 	switch in.Status {
 	case StatusValid:
 		if in.Identity == nil {
@@ -110,7 +120,7 @@ func (in Input) value() (ast.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return in.build(claims), nil
+	return in.build(claims, routes), nil
 }
 
 // claims converts the visible identity's claims; no identity or no claims
@@ -135,8 +145,9 @@ func (in Input) identity() *authn.Identity {
 	return in.Identity
 }
 
-// build assembles the document around already converted claims.
-func (in Input) build(claims ast.Value) ast.Object {
+// build assembles the document around already converted claims, with
+// input.route when routes is not nil.
+func (in Input) build(claims ast.Value, routes *routeTable) ast.Object {
 	r := in.Request
 	if r == nil {
 		r = &request.Request{}
@@ -144,11 +155,14 @@ func (in Input) build(claims ast.Value) ast.Object {
 	id := in.identity()
 	a := newArena(r, id)
 
-	items := make([][2]*ast.Term, 2, 3)
+	items := make([][2]*ast.Term, 2, 4)
 	items[0] = ast.Item(keyRequest, a.term(requestValue(a, r)))
 	items[1] = ast.Item(keyCredential, a.term(in.credentialValue(a)))
 	if id != nil {
 		items = append(items, ast.Item(keyIdentity, a.term(identityValue(a, id, claims))))
+	}
+	if routes != nil {
+		items = append(items, ast.Item(keyRoute, routes.term(a, r.Method, r.Segments)))
 	}
 	return ast.NewObject(items...)
 }
@@ -190,15 +204,18 @@ func (in Input) credentialValue(a *arena) ast.Object {
 	)
 }
 
+// identityValue builds input.identity. Its kind, subject, issuer and
+// key_id are header-safe (see headerSafe): the default policy copies them
+// into identity headers without checking them again.
 func identityValue(a *arena, id *authn.Identity, claims ast.Value) ast.Object {
 	items := make([][2]*ast.Term, 0, 7)
 	items = append(items,
-		ast.Item(keyKind, a.str(string(id.Kind))),
-		ast.Item(keySubject, a.str(id.Subject)),
-		ast.Item(keyIssuer, a.str(id.Issuer)),
+		ast.Item(keyKind, a.str(headerSafe(string(id.Kind)))),
+		ast.Item(keySubject, a.str(headerSafe(id.Subject))),
+		ast.Item(keyIssuer, a.str(headerSafe(id.Issuer))),
 	)
-	if id.KeyID != "" {
-		items = append(items, ast.Item(keyKeyID, a.str(id.KeyID)))
+	if keyID := headerSafe(id.KeyID); keyID != "" {
+		items = append(items, ast.Item(keyKeyID, a.str(keyID)))
 	}
 	items = append(items,
 		ast.Item(keyClaims, a.term(claims)),
@@ -206,6 +223,22 @@ func identityValue(a *arena, id *authn.Identity, claims ast.Value) ast.Object {
 		ast.Item(keyRoles, a.strList(id.Roles)),
 	)
 	return ast.NewObject(items...)
+}
+
+// headerSafe returns s when it has no control character (below 0x20, or
+// 0x7F), and "" when it has one. Tollgate's identities never carry such
+// values (API key owners are refused with them, issuers are configured
+// URLs), but a verified token's subject is whatever its issuer signed: a
+// subject with a CR or LF reaches the policy as "", so no policy can copy
+// it into a header line, and the default policy, which sends no empty
+// header, leaves the header out.
+func headerSafe(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return ""
+		}
+	}
+	return s
 }
 
 // arena hands out the terms of one input document from two blocks allocated

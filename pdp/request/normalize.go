@@ -6,7 +6,10 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Limits enforced by Normalize.
@@ -21,20 +24,23 @@ const (
 	MaxQueryParams = 100
 )
 
-// maxErrorInput is the most bytes of caller input an error message quotes.
-const maxErrorInput = 100
-
 // ErrInvalidRequest is wrapped by every error Normalize returns. The wrapping
 // error's message says what is wrong; use errors.Is to recognise the class.
 // A request that cannot be normalized must be denied before any policy runs.
+//
+// The messages never quote the caller's input: a request target can carry a
+// credential in its query (or a secret in a path segment), a header value
+// can be a token, so an error says what is wrong and at most where (a byte
+// offset, a segment number), which is safe to log and to answer.
 var ErrInvalidRequest = errors.New("invalid request")
 
 // Normalize validates raw and returns the normalized Request the policy sees.
 // It never modifies raw, and the returned Request shares no mutable memory
 // with it (header value slices are copied).
 //
-// Method: trimmed and upper-cased; it must be a non-empty HTTP token
-// (RFC 9110 tchar) of at most MaxMethodBytes bytes.
+// Method: upper-cased; it must be a non-empty HTTP token (RFC 9110 tchar)
+// of at most MaxMethodBytes bytes, exactly as given: nothing is trimmed, so
+// " GET" or "GET\u00a0" is an error, never "GET".
 //
 // Target: must be in origin form, i.e. start with "/" (asterisk-, absolute-
 // and authority-form are rejected), be at most MaxTargetBytes long and carry
@@ -69,19 +75,20 @@ var ErrInvalidRequest = errors.New("invalid request")
 // separator) is returned rather than the parameter dropped, and at most
 // MaxQueryParams parameters are accepted. Query is never nil.
 //
-// Headers: names are trimmed, must be HTTP tokens and are lower-cased; the
+// Headers: names must be HTTP tokens exactly as given (nothing is trimmed)
+// and are lower-cased; the
 // values of names that differ only in case are merged, in the byte order of
 // the original names. Values are copied as given. Headers is never nil.
 // HTTP/2 pseudo-headers (":authority", ":path", …) are not tokens: adapters
 // must drop them before calling Normalize.
 //
-// Host is trimmed and lower-cased; control characters, spaces, slashes and
-// backslashes in it are an error. Header values with CR, LF or NUL are an
-// error. Scheme is trimmed and lower-cased; it must
-// be "http" or "https", and is "http" when empty. ID and SourceIP are copied.
+// Host is lower-cased; control characters, spaces, slashes and backslashes
+// in it are an error (it is not trimmed). Header values with CR, LF or NUL
+// are an error. Scheme is lower-cased; it must be "http" or "https" exactly
+// (not trimmed), and is "http" when empty. ID and SourceIP are copied.
 //
-// Every error wraps ErrInvalidRequest and quotes at most 100 bytes of the
-// offending input.
+// Every error wraps ErrInvalidRequest and quotes none of the input (see
+// ErrInvalidRequest).
 func Normalize(raw Raw) (*Request, error) {
 	method, err := normalizeMethod(raw.Method)
 	if err != nil {
@@ -129,29 +136,21 @@ func invalid(msg string) error {
 	return fmt.Errorf("%w: %s", ErrInvalidRequest, msg)
 }
 
-// invalidInput returns an error wrapping ErrInvalidRequest that quotes at most
-// maxErrorInput bytes of input.
-func invalidInput(msg, input string) error {
-	suffix := ""
-	if len(input) > maxErrorInput {
-		input, suffix = input[:maxErrorInput], "…"
-	}
-	return fmt.Errorf("%w: %s: %q%s", ErrInvalidRequest, msg, input, suffix)
+// invalidAt returns an error wrapping ErrInvalidRequest that says where in
+// the request target (a byte offset) the problem is, never what is there.
+func invalidAt(msg string, offset int) error {
+	return fmt.Errorf("%w: %s at byte %d of the request target", ErrInvalidRequest, msg, offset)
 }
 
 // Byte classes, see class.
 const (
-	cTchar      = 1 << iota // RFC 9110 tchar
-	cUnreserved             // RFC 3986 unreserved
+	cUnreserved = 1 << iota // RFC 3986 unreserved
 	cPathChar               // may appear literally in a normalized path segment (pchar without "%")
 )
 
 // class maps a byte to its cXxx bits.
 var class = func() (t [256]uint8) {
 	const alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	for _, c := range []byte(alnum + "!#$%&'*+-.^_`|~") {
-		t[c] |= cTchar
-	}
 	for _, c := range []byte(alnum + "-._~") {
 		t[c] |= cUnreserved | cPathChar
 	}
@@ -163,28 +162,19 @@ var class = func() (t [256]uint8) {
 
 const upperHex = "0123456789ABCDEF"
 
-// isToken reports whether s is a non-empty RFC 9110 token.
+// isToken reports whether s is a non-empty RFC 9110 token, exactly as given.
 func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if class[s[i]]&cTchar == 0 {
-			return false
-		}
-	}
-	return true
+	return httpguts.ValidHeaderFieldName(s) // a field name is a token
 }
 
 func normalizeMethod(m string) (string, error) {
-	m = strings.TrimSpace(m)
 	switch {
 	case m == "":
 		return "", invalid("empty method")
 	case len(m) > MaxMethodBytes:
-		return "", invalidInput(fmt.Sprintf("method longer than %d bytes", MaxMethodBytes), m)
+		return "", invalid(fmt.Sprintf("method longer than %d bytes", MaxMethodBytes))
 	case !isToken(m):
-		return "", invalidInput("method is not an HTTP token", m)
+		return "", invalid("method is not an HTTP token")
 	}
 	// m is ASCII, so ToUpper is byte-wise and returns m itself when it has no
 	// lower-case letter.
@@ -198,9 +188,10 @@ func splitTarget(t string) (path, query string, err error) {
 	case len(t) > MaxTargetBytes:
 		return "", "", invalid(fmt.Sprintf("request target longer than %d bytes", MaxTargetBytes))
 	case t[0] != '/':
-		return "", "", invalidInput("request target is not in origin form (must start with \"/\")", t)
-	case strings.IndexByte(t, '#') >= 0:
-		return "", "", invalidInput("fragment in request target", t)
+		return "", "", invalid("request target is not in origin form (must start with \"/\")")
+	}
+	if i := strings.IndexByte(t, '#'); i >= 0 {
+		return "", "", invalidAt("fragment in request target", i)
 	}
 	path, query, _ = strings.Cut(t, "?")
 	return path, query, nil
@@ -229,7 +220,7 @@ func normalizePath(p string) (string, []string, error) {
 			i++ // merges repeated slashes
 			continue
 		}
-		segStart := len(out)
+		segStart, rawStart := len(out), i
 		out = append(out, '/')
 		dec := decBuf[:0]
 		escaped, nonASCII := false, false
@@ -238,23 +229,28 @@ func normalizePath(p string) (string, []string, error) {
 			encoded := c == '%'
 			if encoded {
 				if i+2 >= len(p) || unhex(p[i+1]) > 15 || unhex(p[i+2]) > 15 {
-					end := min(i+3, len(p))
-					return "", nil, invalidInput("invalid percent-encoding in path", p[i:end])
+					return "", nil, invalidAt("invalid percent-encoding in path", i)
 				}
 				c = unhex(p[i+1])<<4 | unhex(p[i+2])
 				i += 2
 			}
-			switch {
-			case c == '/':
-				return "", nil, invalidInput("encoded slash in path segment", p)
-			case c == '\\' && encoded:
-				return "", nil, invalidInput("encoded backslash in path", p)
-			case c == '\\':
-				return "", nil, invalidInput("backslash in path", p)
-			case c == 0:
-				return "", nil, invalidInput("NUL byte in path", p)
-			case c < 0x20 || c == 0x7f:
-				return "", nil, invalidInput("control character in path", p)
+			if c < 0x20 || c == 0x7f || c == '/' || c == '\\' {
+				at := i // offset of the byte, or of the "%" of its escape
+				if encoded {
+					at -= 2
+				}
+				switch {
+				case c == '/':
+					return "", nil, invalidAt("encoded slash in path segment", at)
+				case c == '\\' && encoded:
+					return "", nil, invalidAt("encoded backslash in path", at)
+				case c == '\\':
+					return "", nil, invalidAt("backslash in path", at)
+				case c == 0:
+					return "", nil, invalidAt("NUL byte in path", at)
+				default:
+					return "", nil, invalidAt("control character in path", at)
+				}
 			}
 			if class[c]&cUnreserved != 0 || (!encoded && class[c]&cPathChar != 0) {
 				out = append(out, c)
@@ -268,13 +264,13 @@ func normalizePath(p string) (string, []string, error) {
 			dec = append(dec, c)
 		}
 		if nonASCII && !utf8.Valid(dec) {
-			return "", nil, invalidInput("invalid UTF-8 in path", p)
+			return "", nil, invalidAt("invalid UTF-8 in the path segment starting", rawStart)
 		}
 		if isDots(dec) {
 			out = out[:segStart]
 			if len(dec) == 2 { // ".."
 				if len(segs) == 0 {
-					return "", nil, invalidInput("dot segment climbs above the root", p)
+					return "", nil, invalidAt("dot segment climbs above the root", rawStart)
 				}
 				out = out[:segs[len(segs)-1].start-1]
 				segs = segs[:len(segs)-1]
@@ -284,7 +280,7 @@ func normalizePath(p string) (string, []string, error) {
 		for j, c := range dec {
 			if c == ';' {
 				if isDots(dec[:j]) || j == 0 {
-					return "", nil, invalidInput("path parameter on an empty or dot segment", p)
+					return "", nil, invalidAt("path parameter on an empty or dot segment", rawStart)
 				}
 				break
 			}
@@ -352,14 +348,17 @@ func parseQuery(q string) (map[string][]string, error) {
 	}
 	values, err := url.ParseQuery(q)
 	if err != nil {
-		// url's errors quote at most an escape ("%zz"), never the query.
-		return nil, fmt.Errorf("%w: invalid query: %v", ErrInvalidRequest, err)
+		// url's errors quote the offending escape ("%zz"), which is part of
+		// the query and so possibly of a credential: say only what is wrong.
+		if _, ok := errors.AsType[url.EscapeError](err); ok {
+			return nil, invalid("invalid query: invalid percent-encoding")
+		}
+		return nil, invalid("invalid query: \";\" is not a separator, or another syntax error")
 	}
 	return values, nil
 }
 
 func normalizeScheme(s string) (string, error) {
-	s = strings.TrimSpace(s)
 	switch {
 	case s == "":
 		return "http", nil
@@ -368,13 +367,13 @@ func normalizeScheme(s string) (string, error) {
 	case strings.EqualFold(s, "https"):
 		return "https", nil
 	}
-	return "", invalidInput("unsupported scheme (want http or https)", s)
+	return "", invalid("unsupported scheme (want http or https)")
 }
 
 func headerName(name string) (string, error) {
-	n := strings.TrimSpace(name)
+	n := name
 	if !isToken(n) {
-		return "", invalidInput("invalid header name", name)
+		return "", invalid("invalid header name (not an HTTP token)")
 	}
 	if lower, ok := commonHeaders[n]; ok {
 		return lower, nil
@@ -411,13 +410,13 @@ var commonHeaders = func() map[string]string {
 func normalizeHeaders(h map[string][]string) (map[string][]string, error) {
 	out := make(map[string][]string, len(h))
 	total := 0
-	for name, vals := range h {
+	for _, vals := range h {
 		for _, v := range vals {
 			// CR, LF and NUL can never be part of a header value on the
 			// wire; in a value handed over as JSON they could only be an
 			// attempt to smuggle a header line past the policy.
 			if strings.ContainsAny(v, "\r\n\x00") {
-				return nil, invalidInput("CR, LF or NUL in the value of header", name)
+				return nil, invalid("CR, LF or NUL in a header value")
 			}
 		}
 		total += len(vals)
@@ -464,16 +463,25 @@ func mergeHeaders(h map[string][]string) (map[string][]string, error) {
 	return out, nil
 }
 
-// normalizeHost trims and lower-cases the host and refuses bytes that
-// cannot be part of host[:port].
+// normalizeHost lower-cases the host and refuses bytes that cannot be part
+// of host[:port], white space (ASCII or Unicode) included: it is not trimmed.
 func normalizeHost(h string) (string, error) {
-	h = strings.TrimSpace(h)
 	if !utf8.ValidString(h) {
-		return "", invalidInput("invalid UTF-8 in host", h)
+		return "", invalid("invalid UTF-8 in host")
 	}
+	nonASCII := false
 	for i := 0; i < len(h); i++ {
 		if c := h[i]; c <= ' ' || c == 0x7f || c == '/' || c == '\\' {
-			return "", invalidInput("invalid character in host", h)
+			return "", invalid(fmt.Sprintf("invalid character in host at byte %d", i))
+		} else if c >= utf8.RuneSelf {
+			nonASCII = true
+		}
+	}
+	if nonASCII { // Unicode white space and control characters (U+0085, U+00A0, U+3000, …)
+		for i, r := range h {
+			if unicode.IsSpace(r) || unicode.IsControl(r) {
+				return "", invalid(fmt.Sprintf("invalid character in host at byte %d", i))
+			}
 		}
 	}
 	return strings.ToLower(h), nil

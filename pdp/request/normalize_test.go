@@ -115,12 +115,17 @@ func TestNormalizeMethod(t *testing.T) {
 		{name: "lower case", method: "get", want: "GET"},
 		{name: "mixed case", method: "PaTcH", want: "PATCH"},
 		{name: "upper case", method: "DELETE", want: "DELETE"},
-		{name: "trimmed", method: " post\t", want: "POST"},
+		{name: "leading space", method: " post", err: "not an HTTP token"},
+		{name: "trailing tab", method: "POST\t", err: "not an HTTP token"},
+		{name: "trailing no-break space", method: "GET\u00a0", err: "not an HTTP token"},
+		{name: "trailing next line", method: "GET\u0085", err: "not an HTTP token"},
+		{name: "leading ideographic space", method: "\u3000GET", err: "not an HTTP token"},
+		{name: "trailing line feed", method: "GET\n", err: "not an HTTP token"},
 		{name: "extension token", method: "M-SEARCH", want: "M-SEARCH"},
 		{name: "32 bytes", method: strings.Repeat("A", 32), want: strings.Repeat("A", 32)},
 		{name: "space inside", method: "GE T", err: "not an HTTP token"},
 		{name: "empty", method: "", err: "empty method"},
-		{name: "blank", method: "  ", err: "empty method"},
+		{name: "blank", method: "  ", err: "not an HTTP token"},
 		{name: "33 bytes", method: strings.Repeat("A", 33), err: "longer than 32"},
 		{name: "separator", method: "GET/1", err: "not an HTTP token"},
 		{name: "non-ASCII", method: "GÉT", err: "not an HTTP token"},
@@ -196,9 +201,13 @@ func TestNormalizeHostSchemeAndCopiedFields(t *testing.T) {
 		name, host, scheme, wantHost, wantScheme, err string
 	}{
 		{name: "defaults", wantScheme: "http"},
-		{name: "lower-cased", host: " API.Example.COM ", scheme: "HTTPS", wantHost: "api.example.com", wantScheme: "https"},
+		{name: "lower-cased", host: "API.Example.COM", scheme: "HTTPS", wantHost: "api.example.com", wantScheme: "https"},
+		{name: "host with spaces around", host: " api.example.com ", err: "invalid character in host at byte 0"},
+		{name: "host with no-break space", host: "api.example.com\u00a0", err: "invalid character in host"},
 		{name: "http", host: "h:8080", scheme: "http", wantHost: "h:8080", wantScheme: "http"},
-		{name: "trimmed scheme", scheme: " Http ", wantScheme: "http"},
+		{name: "mixed-case scheme", scheme: "Http", wantScheme: "http"},
+		{name: "scheme with spaces", scheme: " https ", err: "unsupported scheme"},
+		{name: "scheme with no-break space", scheme: "https\u00a0", err: "unsupported scheme"},
 		{name: "other scheme", scheme: "ftp", err: "unsupported scheme"},
 		{name: "websocket scheme", scheme: "wss", err: "unsupported scheme"},
 		{name: "invalid UTF-8 host", host: "b\xfccher.example", err: "invalid UTF-8 in host"},
@@ -240,8 +249,14 @@ func TestNormalizeHeaders(t *testing.T) {
 		err     string
 	}{
 		{name: "nil", headers: nil, want: map[string][]string{}},
-		{name: "lower-cased and trimmed", headers: map[string][]string{"User-Agent": {"curl/8.5"}, " X-Api-Key ": {"k"}},
+		{name: "lower-cased", headers: map[string][]string{"User-Agent": {"curl/8.5"}, "X-Api-Key": {"k"}},
 			want: map[string][]string{"user-agent": {"curl/8.5"}, "x-api-key": {"k"}}},
+		{name: "name with spaces around", headers: map[string][]string{" X-Api-Key ": {"k"}}, err: "invalid header name"},
+		{name: "name with trailing tab", headers: map[string][]string{"Authorization\t": {"Bearer x"}}, err: "invalid header name"},
+		{name: "name with no-break space", headers: map[string][]string{"Authorization\u00a0": {"Bearer x"}}, err: "invalid header name"},
+		{name: "name with next line", headers: map[string][]string{"\u0085X-Api-Key": {"k"}}, err: "invalid header name"},
+		{name: "name with ideographic space", headers: map[string][]string{"Cookie\u3000": {"k"}}, err: "invalid header name"},
+		{name: "non-ASCII name", headers: map[string][]string{"X-Ápi-Key": {"k"}}, err: "invalid header name"},
 		{name: "values kept as given", headers: map[string][]string{"Accept": {" a ", "b"}}, want: map[string][]string{"accept": {" a ", "b"}}},
 		{name: "nil values become empty", headers: map[string][]string{"X-Empty": nil}, want: map[string][]string{"x-empty": {}}},
 		{name: "case variants merged in name order", headers: map[string][]string{"x-api-key": {"b"}, "X-Api-Key": {"a"}, "X-API-KEY": {"c"}},
@@ -304,31 +319,121 @@ func TestNormalizeHeadersNotAliased(t *testing.T) {
 	}
 }
 
-func TestNormalizeErrorsQuoteLittleInput(t *testing.T) {
-	long := strings.Repeat("x", 5000)
-	raws := []Raw{
-		{Method: "G" + long, Target: "/"},
-		{Method: "G ET" + long, Target: "/"},
-		{Method: "GET", Target: "http://" + long},
-		{Method: "GET", Target: "/" + long + "#frag"},
-		{Method: "GET", Target: "/" + strings.Repeat("y", MaxTargetBytes)},
-		{Method: "GET", Target: "/" + long + "%2F" + long[:3000]},
-		{Method: "GET", Target: "/" + long + "/%zz" + long[:3000]},
-		{Method: "GET", Target: "/?" + long + "=%zz"},
-		{Method: "GET", Target: "/", Scheme: long},
-		{Method: "GET", Target: "/", Headers: map[string][]string{long + " bad": {"v"}}},
+// secret is planted in the inputs of TestNormalizeErrorsQuoteNoInput; no
+// error message may contain it, nor any long run of it.
+const secret = "tgk_live_7Qm2ZpX9aR4vW1cY8bN3dK6fH0jL5sT"
+
+// secretLeaked reports whether msg holds the secret or any 8-byte piece of it.
+func secretLeaked(msg string) bool {
+	for i := 0; i+8 <= len(secret); i++ {
+		if strings.Contains(msg, secret[i:i+8]) {
+			return true
+		}
 	}
+	return false
+}
+
+// TestNormalizeErrorsQuoteNoInput is the regression test for secrets in
+// error messages: a refused request target, header or host is never quoted,
+// since it can carry a credential (a query parameter, a header value, a
+// token in a path segment). Every kind of refusal is tried with the secret
+// before, inside and after the offending spot.
+func TestNormalizeErrorsQuoteNoInput(t *testing.T) {
+	long := strings.Repeat("x", MaxTargetBytes)
+	targets := []string{
+		"/products?api_key=" + secret + "#x",
+		"/products#" + secret,
+		"/products?access_token=" + secret + "#",
+		"http://h/products?access_token=" + secret,
+		"https://" + secret + "@h/products",
+		"*" + secret,
+		secret + "/products",
+		"/products/" + secret + "%2Fadmin",
+		"/products/" + secret + "%5Cadmin",
+		"/products/" + secret + `\admin`,
+		"/products/" + secret + "%zz",
+		"/products/" + secret + "%4",
+		"/products/" + secret + "%00",
+		"/products/" + secret + "\x00",
+		"/products/" + secret + "%0d%0a",
+		"/products/" + secret + "\x7f",
+		"/products/" + secret + "%C0%AE",
+		"/products/" + secret + "\xc0\xae",
+		"/" + secret + "/../../admin",
+		"/" + secret + "/..;/admin",
+		"/products?api_key=" + secret + "&x=%zz",
+		"/products?x=%zz&api_key=" + secret,
+		"/products?api_key=" + secret + "%z",
+		"/products?api_key=%" + secret,
+		"/products?api_key=" + secret + ";x=1",
+		"/products?" + strings.Repeat("p=1&", MaxQueryParams) + "api_key=" + secret,
+		"/products?api_key=" + secret + long,
+		"/" + secret + long,
+	}
+	var raws []Raw
+	for _, target := range targets {
+		raws = append(raws, Raw{Method: "GET", Target: target})
+		// The same target with the secret partly percent-encoded: it must
+		// not come back decoded either.
+		raws = append(raws, Raw{Method: "GET", Target: strings.ReplaceAll(target, "tgk_live", "%74%67k%5flive")})
+	}
+	for _, header := range []string{"Authorization", "X-Api-Key", "Cookie", "X-Custom"} {
+		for _, v := range []string{
+			"Bearer " + secret + "\r\nX-User-Id: admin",
+			secret + "\n",
+			"\x00" + secret,
+			"session=" + secret + "\r",
+		} {
+			raws = append(raws, Raw{Method: "GET", Target: "/", Headers: map[string][]string{header: {"ok", v}}})
+		}
+	}
+	raws = append(raws,
+		Raw{Method: "GET", Target: "/", Headers: map[string][]string{secret + " x": {"v"}}},
+		Raw{Method: "GET", Target: "/", Headers: map[string][]string{"X-" + secret + "\u00a0": {secret}}},
+		Raw{Method: secret + " GET", Target: "/"},
+		Raw{Method: secret + secret, Target: "/"},
+		Raw{Method: "GET\u00a0" + secret, Target: "/"},
+		Raw{Method: "GET", Target: "/", Scheme: secret},
+		Raw{Method: "GET", Target: "/", Host: "h/" + secret},
+		Raw{Method: "GET", Target: "/", Host: secret + " h"},
+		Raw{Method: "GET", Target: "/", Host: secret + "\xff"},
+	)
 	for _, raw := range raws {
 		_, err := Normalize(raw)
 		if err == nil {
-			t.Fatalf("Normalize(%.40q…) succeeded", raw.Target)
+			t.Errorf("Normalize(%+.60v) succeeded, want error", raw)
+			continue
 		}
 		if !errors.Is(err, ErrInvalidRequest) {
 			t.Errorf("%v does not wrap ErrInvalidRequest", err)
 		}
-		if strings.Contains(err.Error(), strings.Repeat("x", maxErrorInput+1)) || len(err.Error()) > 600 { // 100 quoted bytes are at most 400 characters
-			t.Errorf("error quotes too much input (%d bytes): %.300s", len(err.Error()), err)
+		if msg := err.Error(); secretLeaked(msg) || secretLeaked(strings.ToLower(msg)) || len(msg) > 200 {
+			t.Errorf("error quotes input: %q", msg)
 		}
+	}
+}
+
+// TestNormalizeErrorsSayWhere checks that the errors that can say where the
+// problem is give the byte offset into the request target.
+func TestNormalizeErrorsSayWhere(t *testing.T) {
+	tests := []struct{ target, want string }{
+		{"/a/b#c", "fragment in request target at byte 4"},
+		{"/a%zz", "invalid percent-encoding in path at byte 2"},
+		{"/ab/c%2fd", "encoded slash in path segment at byte 5"},
+		{"/ab/c%00d", "NUL byte in path at byte 5"},
+		{"/ab/c\x01d", "control character in path at byte 5"},
+		{"/ab/c\\d", "backslash in path at byte 5"},
+		{"/ab/%c0%ae", "invalid UTF-8 in the path segment starting at byte 4"},
+		{"/ab/../../x", "dot segment climbs above the root at byte 7"},
+		{"/ab/..;x/y", "path parameter on an empty or dot segment at byte 4"},
+	}
+	for _, tt := range tests {
+		_, err := Normalize(Raw{Method: "GET", Target: tt.target})
+		if err == nil {
+			t.Errorf("Normalize(%q) succeeded", tt.target)
+			continue
+		}
+		checkError(t, err, tt.want)
 	}
 }
 
@@ -465,6 +570,16 @@ func refSegments(rawPath string) ([]string, bool) {
 	return segs, true
 }
 
+// quietErrors is every fixed text Normalize's errors are made of, for the
+// fuzz test to tell a quoted input from a coincidence with the message.
+const quietErrors = "invalid request: empty method; method longer than 32 bytes; method is not an HTTP token; " +
+	"empty request target; request target longer than 8192 bytes; request target is not in origin form (must start with \"/\"); " +
+	"fragment in request target at byte; invalid percent-encoding in path; encoded slash in path segment; " +
+	"encoded backslash in path; backslash in path; NUL byte in path; control character in path; " +
+	"invalid UTF-8 in the path segment starting; dot segment climbs above the root; path parameter on an empty or dot segment; " +
+	"of the request target; more than 100 query parameters; invalid query: invalid percent-encoding; " +
+	"invalid query: \";\" is not a separator, or another syntax error"
+
 func FuzzNormalize(f *testing.F) {
 	for _, s := range []string{
 		"/", "/public/../admin/x", "/public/%2e%2e/admin", "/public/..%2fadmin",
@@ -475,7 +590,10 @@ func FuzzNormalize(f *testing.F) {
 	} {
 		f.Add("GET", s)
 	}
+	f.Add("GET", "/products?api_key=tgk_live_7Qm2ZpX9aR4vW1cY8bN3dK6fH0jL5sT#x")
+	f.Add("GET", "http://h/products?access_token=eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.sig")
 	f.Add("get ", "/a")
+	f.Add("GET\u00a0", "/a")
 	f.Add("GE T", "/a")
 	f.Fuzz(func(t *testing.T, method, target string) {
 		req, err := Normalize(Raw{Method: method, Target: target})
@@ -483,8 +601,18 @@ func FuzzNormalize(f *testing.F) {
 			if !errors.Is(err, ErrInvalidRequest) {
 				t.Fatalf("error %v does not wrap ErrInvalidRequest", err)
 			}
-			if len(err.Error()) > 600 { // 100 quoted bytes are at most 400 characters
+			if len(err.Error()) > 200 {
 				t.Fatalf("error message too long (%d bytes)", len(err.Error()))
+			}
+			// No error quotes input: a run of 12 bytes of the target or
+			// method never appears in the message unless the message's
+			// own text has it.
+			for _, in := range []string{method, target} {
+				for i := 0; i+12 <= len(in); i += 4 {
+					if piece := in[i : i+12]; strings.Contains(err.Error(), piece) && !strings.Contains(quietErrors, piece) {
+						t.Fatalf("error %q quotes input %q", err, piece)
+					}
+				}
 			}
 		} else {
 			if !isToken(req.Method) || req.Method != strings.ToUpper(req.Method) {

@@ -2,7 +2,8 @@
 // and turns what a gateway sent (Raw) into the normalized form the rest of the
 // pipeline and the policy see (Request).
 //
-// It depends on the standard library only.
+// It depends on the standard library and golang.org/x/net/http/httpguts (the
+// token rules net/http itself uses) only.
 package request
 
 // Raw is a request as a gateway adapter received it, before normalization.

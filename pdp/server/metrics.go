@@ -16,6 +16,8 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// clientAuthFailures counts refused gateway clients, by reason.
+	clientAuthFailures *prometheus.CounterVec
 }
 
 func newMetrics(ready func() bool) *metrics {
@@ -30,8 +32,12 @@ func newMetrics(ready func() bool) *metrics {
 			Help:    "Time to answer, by endpoint.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"endpoint"}),
+		clientAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_client_auth_failures_total",
+			Help: "Requests refused with 401 because the calling gateway did not authenticate, by reason.",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration,
+	m.reg.MustRegister(m.requests, m.duration, m.clientAuthFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_policy_ready",
 			Help: "1 when a policy is active, else 0.",

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,10 +16,13 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate/tollgate/pdp"
 	"github.com/tollgate/tollgate/pdp/adapter/forwardauth"
 	"github.com/tollgate/tollgate/pdp/adapter/native"
+	"github.com/tollgate/tollgate/pdp/authn"
+	"github.com/tollgate/tollgate/pdp/authn/oidcjwt"
 )
 
 // Defaults for Options' zero values.
@@ -43,11 +47,38 @@ type Options struct {
 	ShutdownTimeout   time.Duration
 	TrustedProxies    []netip.Prefix
 	Logger            *slog.Logger
+	// Collectors are further metrics served on /metrics, such as
+	// tollgate_api_keys_reload_total.
+	Collectors []prometheus.Collector
+	// Issuers, when set, reports each OIDC issuer's state (discovering,
+	// ready, stale, error; see oidcjwt.IssuerStatus), shown in the body of
+	// /health/ready. It never changes readiness, which follows the policy
+	// alone: an identity provider's outage must not take every replica out
+	// of the load balancer.
+	Issuers func() []oidcjwt.IssuerStatus
+
+	// TLSConfig, when set, makes Serve speak TLS on the listener. It must
+	// provide the server certificate (Certificates or GetCertificate). To
+	// verify gateway client certificates, set ClientCAs with ClientAuth
+	// tls.VerifyClientCertIfGiven (so the health checks answer probes
+	// without one) and RequireClientCert.
+	TLSConfig *tls.Config
+	// RequireClientCert makes every endpoint but /health/live and
+	// /health/ready answer 401 unless the connection presented a client
+	// certificate that TLSConfig verified.
+	RequireClientCert bool
+	// ClientTokens, when set, makes every endpoint but /health/live and
+	// /health/ready answer 401 unless the request carries exactly one
+	// ClientTokenHeader that ClientTokens accepts (an API key store, see
+	// pdp/authn/apikey). The header is always removed before the endpoints
+	// run.
+	ClientTokens authn.Authenticator
 }
 
 // Server serves the decision endpoints for one Decider.
 type Server struct {
 	http     *http.Server
+	tls      *tls.Config
 	shutdown time.Duration
 	log      *slog.Logger
 }
@@ -67,8 +98,10 @@ func New(d *pdp.Decider, opts Options) *Server {
 		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	return &Server{
+		tls: opts.TLSConfig,
 		http: &http.Server{
 			Handler:           Handler(d, opts),
+			TLSConfig:         opts.TLSConfig,
 			MaxHeaderBytes:    opts.MaxHeaderBytes,
 			ReadHeaderTimeout: def(opts.ReadHeaderTimeout, DefaultReadHeaderTimeout),
 			ReadTimeout:       def(opts.ReadTimeout, DefaultReadTimeout),
@@ -81,14 +114,19 @@ func New(d *pdp.Decider, opts Options) *Server {
 	}
 }
 
-// Handler returns the router with every endpoint, for tests and for Go
-// programs that mount Tollgate in their own server.
+// Handler returns the router with every endpoint behind the client
+// authentication opts configure, for tests and for Go programs that mount
+// Tollgate in their own server.
 func Handler(d *pdp.Decider, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	// The router must neither clean nor decode paths: the forward-auth
 	// prefix form carries the original, unnormalized path, which only
 	// pdp/request may judge.
 	r := mux.NewRouter().SkipClean(true).UseEncodedPath()
 	m := newMetrics(d.Ready)
+	m.reg.MustRegister(opts.Collectors...)
 	fa := m.instrument("forward-auth", forwardauth.New(d, forwardauth.Options{TrustedProxies: opts.TrustedProxies, Logger: opts.Logger}))
 	r.Handle("/v1/decision", m.instrument("decision", native.New(d, native.Options{MaxBodyBytes: opts.MaxBodyBytes, Logger: opts.Logger}))).Methods(http.MethodPost)
 	r.Handle(forwardauth.DefaultPathPrefix, fa)
@@ -98,11 +136,16 @@ func Handler(d *pdp.Decider, opts Options) http.Handler {
 		writeStatus(w, http.StatusOK, "live")
 	}).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/health/ready", func(w http.ResponseWriter, _ *http.Request) {
+		code, status := http.StatusOK, "ready"
 		if !d.Ready() {
-			writeStatus(w, http.StatusServiceUnavailable, "no active policy")
-			return
+			code, status = http.StatusServiceUnavailable, "no active policy"
 		}
-		writeStatus(w, http.StatusOK, "ready")
+		body := map[string]any{"status": status}
+		if opts.Issuers != nil {
+			// Shown, never judged: readiness follows the policy only.
+			body["issuers"] = opts.Issuers()
+		}
+		writeJSON(w, code, body)
 	}).Methods(http.MethodGet, http.MethodHead)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeStatus(w, http.StatusNotFound, "not found")
@@ -110,21 +153,31 @@ func Handler(d *pdp.Decider, opts Options) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeStatus(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
-	return r
+	return clientAuth(r, opts, m.clientAuthFailures)
 }
 
 func writeStatus(w http.ResponseWriter, code int, status string) {
+	writeJSON(w, code, map[string]string{"status": status})
+}
+
+func writeJSON(w http.ResponseWriter, code int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string]string{"status": status})
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // Serve serves on ln until ctx is cancelled, then shuts down gracefully:
 // in-flight requests get up to the shutdown timeout to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(ln) }()
+	go func() {
+		if s.tls != nil {
+			errc <- s.http.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- s.http.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

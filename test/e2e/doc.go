@@ -13,6 +13,7 @@
 // makes a missing nginx a failure; without it the NGINX tests are skipped.
 //
 // The cases are data: testdata/routes.yaml (the default route table and every
-// outcome), testdata/paths.yaml (path tricks) and testdata/nginx.conf.tmpl
-// (the NGINX configuration, which the README reuses as its recipe).
+// outcome) and testdata/paths.yaml (path tricks). TestNGINX runs the shipped
+// examples/nginx/nginx.conf (which the README quotes as its recipe), with
+// only its three addresses replaced.
 package e2e

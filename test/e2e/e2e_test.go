@@ -16,7 +16,7 @@ import (
 // TestE2E runs the suite against one tollgate (and, for the trust tests, a
 // second one configured differently), in order: the last two steps stop
 // tollgate with SIGTERM and then look for leaked secrets in everything the
-// run produced.
+// run produced. NGINX has its own TestNGINX (nginx_test.go).
 func TestE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end tests build and start real servers; skipped with -short")
@@ -29,7 +29,10 @@ func TestE2E(t *testing.T) {
 	t.Run("malformed_bodies", func(t *testing.T) { testMalformedBodies(t, e) })
 	t.Run("forward_auth", func(t *testing.T) { testForwardAuth(t, e) })
 	t.Run("strict_instance", func(t *testing.T) { testStrictInstance(t, e) })
-	t.Run("nginx", func(t *testing.T) { testNginx(t, e) })
+	t.Run("forward_auth_prefix_form", func(t *testing.T) { testForwardAuthPrefixForm(t, e) })
+	t.Run("strict_parity", func(t *testing.T) { testStrictParity(t, e) })
+	t.Run("refusal_leaks", func(t *testing.T) { testRefusalLeaks(t, e) })
+	t.Run("untrusted_refusal_leaks", func(t *testing.T) { testUntrustedRefusalLeaks(t, e) })
 	t.Run("graceful_shutdown", func(t *testing.T) { testGracefulShutdown(t, e) })
 	t.Run("no_secret_leaks", func(t *testing.T) { testNoSecretLeaks(t, e, e.tg.process) })
 }

@@ -70,6 +70,11 @@ func badTokens(e *env, other *authntest.Issuer) []badToken {
 		{"duplicate sub claim", is.MintRaw([]byte(`{"iss":"` + is.URL() + `","aud":"orders-api","sub":"mallory","sub":"alice",` +
 			`"customer_number":"42","scope":"customers:read","iat":` + itoa(now.Unix()) + `,"exp":` + itoa(now.Add(time.Hour).Unix()) + `}`)),
 			[]string{"duplicate_claim"}},
+		{"header respelled (non-canonical base64url)", respell(good, 0), []string{"malformed"}},
+		{"payload respelled (non-canonical base64url)", respell(good, 1), []string{"malformed"}},
+		{"signature respelled (non-canonical base64url)", respell(good, 2), []string{"malformed"}},
+		{"signature with base64 padding", good + "==", []string{"malformed"}},
+		{"signature ending in '/' (standard alphabet)", good[:len(good)-1] + "/", []string{"malformed"}},
 		{"JWS JSON serialization", is.MintJSON(customerClaims(is)), []string{"malformed"}},
 		{"two parts", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9", []string{"malformed"}},
 		{"three garbage parts", "not.a.jwt", []string{"malformed"}},

@@ -1,7 +1,39 @@
 // Package forwardauth serves the forward-auth endpoint used by NGINX
-// (auth_request), Traefik (ForwardAuth) and Caddy (forward_auth): the gateway
-// sends a copy of the original request's headers, and the original method,
-// URI, host and scheme in X-Forwarded-* or X-Original-* headers.
+// (auth_request), Traefik (ForwardAuth), Caddy (forward_auth) and Envoy's
+// HTTP ext_authz filter. A request asks about an original request in one of
+// two forms, told apart by its own request target, never by its headers:
+//
+//   - The header form, at exactly the prefix (default /v1/forward-auth,
+//     optionally followed by a query, which is ignored: Caddy keeps the
+//     original query there): the original method and target are in
+//     X-Original-Method / X-Original-URI (NGINX) or X-Forwarded-Method /
+//     X-Forwarded-Uri (Traefik, Caddy). When both families are present they
+//     must agree, and each header may appear once, else the answer is 403
+//     conflicting_forwarded_headers: a gateway overwrites the family it sets
+//     but may pass the other one through from the client. The host is
+//     X-Forwarded-Host (else Host), the scheme X-Forwarded-Proto.
+//   - The prefix form, at the prefix followed by "/" (Envoy's path_prefix):
+//     the request's own method is the original method and everything after
+//     the prefix, query included, the original target, exactly as sent (only
+//     pdp/request normalizes it). Envoy copies client headers to the
+//     authorization request (any its allowed_headers match), so a header
+//     that names the request line, X-Original-Method, X-Original-URI,
+//     X-Original-URL, X-Forwarded-Method, X-Forwarded-Uri or
+//     X-Forwarded-Prefix, in any case, once or repeated, is refused with 403
+//     conflicting_forwarded_headers: it can only be the client's (or a
+//     misconfigured gateway's), and it must never decide, nor be silently
+//     dropped while a header-form gateway's request is judged as "/". The
+//     host is the request's own Host (Envoy sends the original :authority
+//     there); X-Forwarded-Host is not read, because Envoy passes a client's
+//     value through. X-Forwarded-Proto is read, because Envoy's connection
+//     manager overwrites it with the downstream connection's scheme unless
+//     the hop before it is trusted.
+//
+// Any other target (a look-alike or percent-encoded prefix, an absolute-form
+// target) is refused with 403 missing_original_request. Forwarded (RFC 7239)
+// and X-Original-URL are never read in either form, and no forwarding or
+// hop-by-hop header reaches the policy as a request header. X-Forwarded-Host
+// and X-Forwarded-Proto may appear once.
 //
 // Forwarded headers are honoured only from configured trusted proxies. The
 // answer is exactly 200 with the policy's identity headers on allow, and the
@@ -16,6 +48,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/tollgate/tollgate/pdp/decision"
@@ -33,10 +66,11 @@ const (
 	// not a trusted proxy.
 	ReasonUntrustedProxy = "untrusted_proxy"
 	// ReasonNoOriginalRequest: a trusted proxy did not say which request
-	// it asks about.
+	// it asks about, or asked at a target that is neither form.
 	ReasonNoOriginalRequest = "missing_original_request"
 	// ReasonConflictingHeaders: the X-Forwarded-* and X-Original-* headers
-	// name different requests, or one of them is repeated.
+	// name different requests, one of them is repeated, or a prefix-form
+	// request carries a header that names a request line.
 	ReasonConflictingHeaders = "conflicting_forwarded_headers"
 )
 
@@ -84,18 +118,34 @@ func New(d Decider, opts Options) *Handler {
 	return &Handler{decider: d, trusted: opts.TrustedProxies, realm: opts.Realm, prefix: strings.TrimSuffix(opts.PathPrefix, "/"), log: opts.Logger}
 }
 
-// passedOn reports whether a header of the forward-auth request is part of
-// the original request. Forwarding headers (read for the original request
-// line) and hop-by-hop headers are not.
-func passedOn(canonicalName string) bool {
+// headerKind sorts the headers of a forward-auth request.
+type headerKind int
+
+const (
+	// ordinary headers are the original request's own.
+	ordinary headerKind = iota
+	// requestLine headers name the original method or target.
+	requestLine
+	// forwarding headers say where the original request came from.
+	forwarding
+	// hopByHop headers belong to the forward-auth request itself.
+	hopByHop
+)
+
+// kindOf sorts a header by its canonical name.
+func kindOf(canonicalName string) headerKind {
 	switch canonicalName {
-	case "X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Host", "X-Forwarded-Proto",
-		"X-Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Prefix", "Forwarded",
-		"X-Original-Method", "X-Original-Uri", "X-Original-Url", "X-Real-Ip",
-		"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length":
-		return false
+	case "X-Original-Method", "X-Original-Uri", "X-Original-Url",
+		"X-Forwarded-Method", "X-Forwarded-Uri", "X-Forwarded-Prefix":
+		return requestLine
+	case "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-For", "X-Forwarded-Port",
+		"Forwarded", "X-Real-Ip":
+		return forwarding
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding",
+		"Upgrade", "Content-Length":
+		return hopByHop
 	}
-	return true
+	return ordinary
 }
 
 // ServeHTTP implements http.Handler.
@@ -106,67 +156,141 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "forward-auth request from an untrusted address", slog.String("peer", peer.String()))
 		return
 	}
-	raw, problem := h.original(r)
+	raw, problem := h.original(r, peer)
 	if problem != "" {
 		h.write(w, withID(decision.Deny(http.StatusForbidden, problem)))
+		h.log.LogAttrs(r.Context(), slog.LevelDebug, "forward-auth request refused before the policy", slog.String("reason", problem))
 		return
 	}
-	raw.SourceIP = h.clientIP(r.Header.Values("X-Forwarded-For"), peer).String()
 	h.write(w, h.decider.Decide(r.Context(), raw))
 }
 
-// original rebuilds the original request from the forwarding headers. It
-// fails when they are missing, or when the X-Forwarded-* and X-Original-*
-// families disagree: a gateway overwrites the family it sets, but may pass
-// the other one through from the client, and a client must not be able to
-// choose what is judged.
-func (h *Handler) original(r *http.Request) (request.Raw, string) {
-	method, ok := agree(r.Header, "X-Forwarded-Method", "X-Original-Method")
-	if !ok {
-		return request.Raw{}, ReasonConflictingHeaders
+// form is the shape of a forward-auth request (see the package doc).
+type form int
+
+const (
+	formNone    form = iota // neither: refused
+	formHeaders             // the prefix exactly, maybe with a query
+	formPrefix              // the prefix, "/" and the original target
+)
+
+// formOf tells the form of a request from its target as sent, and returns
+// the original target of the prefix form.
+func (h *Handler) formOf(target string) (form, string) {
+	rest, ok := strings.CutPrefix(target, h.prefix)
+	switch {
+	case !ok:
+		return formNone, ""
+	case rest == "" || rest[0] == '?':
+		return formHeaders, ""
+	case rest[0] == '/':
+		return formPrefix, rest
 	}
-	target, ok := agree(r.Header, "X-Forwarded-Uri", "X-Original-Uri")
-	if !ok {
-		return request.Raw{}, ReasonConflictingHeaders
+	return formNone, ""
+}
+
+// original rebuilds the original request from the forward-auth request:
+// from its forwarding headers in the header form, from its own request line
+// in the prefix form. It fails, naming the reason, when they do not say
+// which request it is, or say it twice or differently: a client must not be
+// able to choose what is judged.
+func (h *Handler) original(r *http.Request, peer netip.Addr) (request.Raw, string) {
+	target := r.RequestURI
+	if target == "" { // a request built in-process rather than read by a server
+		target = r.URL.RequestURI()
 	}
-	if target == "" && method == "" {
-		// Envoy's HTTP ext_authz: the original path follows the prefix and
-		// the method is the original one.
-		if rest, ok := strings.CutPrefix(r.RequestURI, h.prefix); ok && strings.HasPrefix(rest, "/") {
-			method, target = r.Method, rest
+	fwd := forwardingHeaders(r.Header)
+	var raw request.Raw
+	switch f, rest := h.formOf(target); f {
+	case formPrefix:
+		for name := range fwd {
+			if kindOf(name) == requestLine {
+				return request.Raw{}, ReasonConflictingHeaders
+			}
 		}
-	}
-	if method == "" || target == "" {
+		raw.Method, raw.Target, raw.Host = r.Method, rest, r.Host
+	case formHeaders:
+		method, ok := agree(fwd, "X-Forwarded-Method", "X-Original-Method")
+		if !ok {
+			return request.Raw{}, ReasonConflictingHeaders
+		}
+		uri, ok := agree(fwd, "X-Forwarded-Uri", "X-Original-Uri")
+		if !ok {
+			return request.Raw{}, ReasonConflictingHeaders
+		}
+		if method == "" || uri == "" {
+			return request.Raw{}, ReasonNoOriginalRequest
+		}
+		host, ok := single(fwd, "X-Forwarded-Host")
+		if !ok {
+			return request.Raw{}, ReasonConflictingHeaders
+		}
+		if host == "" {
+			host = r.Host
+		}
+		raw.Method, raw.Target, raw.Host = method, uri, host
+	default:
 		return request.Raw{}, ReasonNoOriginalRequest
 	}
-	host := first(r.Header, "X-Forwarded-Host")
-	if host == "" {
-		host = r.Host
+	scheme, ok := single(fwd, "X-Forwarded-Proto")
+	if !ok {
+		return request.Raw{}, ReasonConflictingHeaders
 	}
-	headers := make(map[string][]string, len(r.Header))
+	raw.Scheme = strings.ToLower(scheme)
+	raw.SourceIP = h.clientIP(fwd["X-Forwarded-For"], peer).String()
+	raw.Headers = make(map[string][]string, len(r.Header))
 	for name, v := range r.Header {
-		if passedOn(name) {
-			headers[name] = v
+		if kindOf(http.CanonicalHeaderKey(name)) == ordinary {
+			raw.Headers[name] = v
 		}
 	}
-	return request.Raw{
-		Method:  method,
-		Target:  target,
-		Host:    host,
-		Scheme:  strings.ToLower(first(r.Header, "X-Forwarded-Proto")),
-		Headers: headers,
-	}, ""
+	return raw, ""
+}
+
+// forwardingHeaders collects the values of every header that is not
+// ordinary, by canonical name, whatever the case of the keys they are
+// stored under: a server canonicalizes them, a Go program calling ServeHTTP
+// may not have. Keys are taken in byte order, so that values stored under
+// several spellings always come out in the same order.
+func forwardingHeaders(hdr http.Header) map[string][]string {
+	var names []string
+	for name := range hdr {
+		if kindOf(http.CanonicalHeaderKey(name)) != ordinary {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	fwd := make(map[string][]string, len(names))
+	for _, name := range names {
+		c := http.CanonicalHeaderKey(name)
+		fwd[c] = append(fwd[c], hdr[name]...)
+	}
+	return fwd
+}
+
+// single returns the header's value (trimmed), "" when it is absent, and
+// false when it is repeated.
+func single(fwd map[string][]string, name string) (string, bool) {
+	switch v := fwd[name]; len(v) {
+	case 0:
+		return "", true
+	case 1:
+		return strings.TrimSpace(v[0]), true
+	}
+	return "", false
 }
 
 // agree returns the value of whichever of the two headers is set, and false
-// when both are set (once each) to different values, or either is repeated.
-func agree(hdr http.Header, a, b string) (string, bool) {
-	va, vb := hdr.Values(a), hdr.Values(b)
-	if len(va) > 1 || len(vb) > 1 {
+// when both are set to different values, or either is repeated.
+func agree(fwd map[string][]string, a, b string) (string, bool) {
+	x, ok := single(fwd, a)
+	if !ok {
 		return "", false
 	}
-	x, y := first(hdr, a), first(hdr, b)
+	y, ok := single(fwd, b)
 	switch {
+	case !ok:
+		return "", false
 	case x == "":
 		return y, true
 	case y == "" || x == y:
@@ -256,15 +380,6 @@ func challenge(realm string, reasons []string) string {
 func withID(d decision.Decision) decision.Decision {
 	d.ID = decision.NewID()
 	return d
-}
-
-func first(h http.Header, names ...string) string {
-	for _, n := range names {
-		if v := strings.TrimSpace(h.Get(n)); v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 func peerAddr(remote string) netip.Addr {

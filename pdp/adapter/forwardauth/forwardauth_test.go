@@ -183,39 +183,223 @@ func TestForwardAuthNoTrustedProxiesDeniesAll(t *testing.T) {
 	}
 }
 
+// trustedLoopback is the trusted-proxy list of most tests.
+var trustedLoopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+// ask sends one forward-auth request from a trusted address: target exactly
+// as given (httptest reads it like a server would), headers added in order
+// under the keys given, not canonicalized, as a Go program might.
+func ask(t *testing.T, method, target, host string, headers [][2]string) (*httptest.ResponseRecorder, *recorder) {
+	t.Helper()
+	rec := &recorder{answer: allow()}
+	h := forwardauth.New(rec, forwardauth.Options{TrustedProxies: trustedLoopback})
+	r := httptest.NewRequest(method, target, nil)
+	r.RemoteAddr = "127.0.0.1:9"
+	if host != "" {
+		r.Host = host
+	}
+	for _, kv := range headers {
+		r.Header[kv[0]] = append(r.Header[kv[0]], kv[1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w, rec
+}
+
+// judged is the path the policy would see for what the decider was asked,
+// or the normalizer's refusal.
+func judged(raw request.Raw) (string, error) {
+	req, err := request.Normalize(raw)
+	if err != nil {
+		return "", err
+	}
+	return req.Path, nil
+}
+
+// refused checks a refusal before the policy with the given reason.
+func refused(t *testing.T, w *httptest.ResponseRecorder, rec *recorder, reason string) {
+	t.Helper()
+	if rec.called {
+		t.Fatalf("the policy was asked about %s %s; want a refusal %s before it", rec.got.Method, rec.got.Target, reason)
+	}
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), `"`+reason+`"`) {
+		t.Fatalf("HTTP %d %s, want 403 %s", w.Code, w.Body, reason)
+	}
+	if w.Header().Get("X-User-Id") != "" {
+		t.Error("a refusal carries identity headers")
+	}
+}
+
+// TestForwardAuthEnvoyPrefixForm: the path after the prefix is the request
+// judged, exactly as sent, with the request's own method and Host, and the
+// normalizer decides what it means.
 func TestForwardAuthEnvoyPrefixForm(t *testing.T) {
 	tests := []struct {
 		name       string
 		method     string
-		uri        string
-		headers    map[string]string
-		wantCalled bool
-		wantMethod string
+		target     string
+		host       string
+		headers    [][2]string
 		wantTarget string
+		wantJudged string // the normalized path; "" when the normalizer refuses it
+		wantHost   string
+		wantScheme string
 	}{
-		{name: "path after prefix", method: "PATCH", uri: "/v1/forward-auth/customers/42?x=1", wantCalled: true, wantMethod: "PATCH", wantTarget: "/customers/42?x=1"},
-		{name: "raw path kept for the normalizer", method: "GET", uri: "/v1/forward-auth/public/..%2Fadmin", wantCalled: true, wantMethod: "GET", wantTarget: "/public/..%2Fadmin"},
-		{name: "headers win over the prefix form", method: "POST", uri: "/v1/forward-auth/x",
-			headers: map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/products"}, wantCalled: true, wantMethod: "GET", wantTarget: "/products"},
-		{name: "bare endpoint without headers", method: "GET", uri: "/v1/forward-auth", wantCalled: false},
-		{name: "look-alike prefix", method: "GET", uri: "/v1/forward-authx/products", wantCalled: false},
+		{name: "path and query after the prefix", method: "PATCH", target: "/v1/forward-auth/customers/42?x=1", wantTarget: "/customers/42?x=1", wantJudged: "/customers/42"},
+		{name: "root", method: "GET", target: "/v1/forward-auth/", wantTarget: "/", wantJudged: "/"},
+		{name: "query only after the slash", method: "GET", target: "/v1/forward-auth/?x=1", wantTarget: "/?x=1", wantJudged: "/"},
+		{name: "doubled slash after the prefix", method: "GET", target: "/v1/forward-auth//admin//users", wantTarget: "//admin//users", wantJudged: "/admin/users"},
+		{name: "dot segments resolved by the normalizer", method: "GET", target: "/v1/forward-auth/public/../admin/users", wantTarget: "/public/../admin/users", wantJudged: "/admin/users"},
+		{name: "encoded dots resolved by the normalizer", method: "GET", target: "/v1/forward-auth/public/%2e%2e/admin/users", wantTarget: "/public/%2e%2e/admin/users", wantJudged: "/admin/users"},
+		{name: "encoded dots above the root refused by the normalizer", method: "GET", target: "/v1/forward-auth/%2e%2e/admin", wantTarget: "/%2e%2e/admin"},
+		{name: "dots above the root refused by the normalizer", method: "GET", target: "/v1/forward-auth/../admin", wantTarget: "/../admin"},
+		{name: "encoded slash refused by the normalizer", method: "GET", target: "/v1/forward-auth/public/..%2Fadmin", wantTarget: "/public/..%2Fadmin"},
+		{name: "a second prefix is part of the original path", method: "DELETE", target: "/v1/forward-auth/v1/forward-auth/admin", wantTarget: "/v1/forward-auth/admin", wantJudged: "/v1/forward-auth/admin"},
+		{name: "host is the request's own, X-Forwarded-Host is not read", method: "GET", target: "/v1/forward-auth/public/x", host: "api.example.com",
+			headers: [][2]string{{"X-Forwarded-Host", "evil.example"}, {"Forwarded", "host=evil.example;proto=https"}}, wantTarget: "/public/x", wantJudged: "/public/x", wantHost: "api.example.com"},
+		{name: "X-Forwarded-Proto is Envoy's and is read", method: "GET", target: "/v1/forward-auth/public/x",
+			headers: [][2]string{{"X-Forwarded-Proto", "https"}}, wantTarget: "/public/x", wantJudged: "/public/x", wantScheme: "https"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &recorder{answer: allow()}
-			h := forwardauth.New(rec, forwardauth.Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
-			r := httptest.NewRequest(tc.method, tc.uri, nil)
-			r.RemoteAddr = "127.0.0.1:9"
-			for k, v := range tc.headers {
-				r.Header.Set(k, v)
+			w, rec := ask(t, tc.method, tc.target, tc.host, tc.headers)
+			if !rec.called {
+				t.Fatalf("not asked (HTTP %d %s)", w.Code, w.Body)
 			}
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, r)
-			if rec.called != tc.wantCalled {
-				t.Fatalf("called = %v, want %v (status %d)", rec.called, tc.wantCalled, w.Code)
+			if rec.got.Method != tc.method || rec.got.Target != tc.wantTarget {
+				t.Fatalf("asked about %s %s, want %s %s", rec.got.Method, rec.got.Target, tc.method, tc.wantTarget)
 			}
-			if tc.wantCalled && (rec.got.Method != tc.wantMethod || rec.got.Target != tc.wantTarget) {
-				t.Fatalf("got %s %s, want %s %s", rec.got.Method, rec.got.Target, tc.wantMethod, tc.wantTarget)
+			if tc.wantHost != "" && rec.got.Host != tc.wantHost {
+				t.Errorf("host %q, want %q", rec.got.Host, tc.wantHost)
+			}
+			if rec.got.Scheme != tc.wantScheme {
+				t.Errorf("scheme %q, want %q", rec.got.Scheme, tc.wantScheme)
+			}
+			for name := range rec.got.Headers {
+				if c := http.CanonicalHeaderKey(name); strings.HasPrefix(c, "X-Forwarded-") || c == "Forwarded" {
+					t.Errorf("forwarding header %s passed on to the policy", name)
+				}
+			}
+			path, err := judged(rec.got)
+			switch {
+			case tc.wantJudged == "" && err == nil:
+				t.Errorf("judged as %s; want the normalizer to refuse %s", path, tc.wantTarget)
+			case tc.wantJudged != "" && path != tc.wantJudged:
+				t.Errorf("judged as %q (%v), want %q", path, err, tc.wantJudged)
+			}
+		})
+	}
+}
+
+// TestForwardAuthPrefixFormRefusesRequestLineHeaders is a security
+// regression test: DELETE /v1/forward-auth/admin/users with X-Original-Method
+// GET and X-Original-URI /public/x was judged as GET /public/x. In the prefix
+// form, any header that names a request line is refused, whatever its
+// spelling, value or repetition, and whether or not it agrees.
+func TestForwardAuthPrefixFormRefusesRequestLineHeaders(t *testing.T) {
+	type attempt struct {
+		method, target string
+		headers        [][2]string
+	}
+	attempts := map[string]attempt{
+		"reported":       {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/public/x"}}},
+		"Traefik family": {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/public/x"}}},
+		"both families agreeing": {"POST", "/v1/forward-auth/admin/users", [][2]string{
+			{"X-Original-Method", "GET"}, {"X-Original-Uri", "/public/x"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/public/x"}}},
+		"headers agreeing with the prefix form": {"GET", "/v1/forward-auth/public/x", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/public/x"}}},
+		"method only":                           {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"X-Original-Method", "GET"}}},
+		"uri only":                              {"GET", "/v1/forward-auth/admin/users", [][2]string{{"X-Forwarded-Uri", "/public/x"}}},
+		"full URL":                              {"GET", "/v1/forward-auth/admin/users", [][2]string{{"X-Original-Url", "http://api.example.com/public/x"}}},
+		"prefix":                                {"GET", "/v1/forward-auth/admin/users", [][2]string{{"X-Forwarded-Prefix", "/public"}}},
+		"lower case":                            {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"x-original-method", "GET"}, {"x-original-uri", "/public/x"}}},
+		"upper case":                            {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"X-ORIGINAL-URI", "/public/x"}}},
+		"mixed spellings":                       {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"X-Forwarded-Uri", "/public/x"}, {"x-forwarded-uri", "/public/y"}}},
+		"repeated":                              {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"X-Original-Uri", "/public/x"}, {"X-Original-Uri", "/public/x"}}},
+		"empty value":                           {"DELETE", "/v1/forward-auth/admin/users", [][2]string{{"X-Original-Uri", ""}}},
+		"query in the target":                   {"GET", "/v1/forward-auth/admin/users?x=1", [][2]string{{"X-Original-Uri", "/public/x"}}},
+		"dot segments":                          {"GET", "/v1/forward-auth/public/../admin", [][2]string{{"X-Original-Uri", "/public/x"}}},
+		"root":                                  {"GET", "/v1/forward-auth/", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/customers/42"}}},
+		"with other forwarded":                  {"GET", "/v1/forward-auth/admin", [][2]string{{"X-Forwarded-Host", "a"}, {"X-Forwarded-Method", "GET"}}},
+	}
+	for name, a := range attempts {
+		t.Run(name, func(t *testing.T) {
+			w, rec := ask(t, a.method, a.target, "", a.headers)
+			refused(t, w, rec, forwardauth.ReasonConflictingHeaders)
+		})
+	}
+	t.Run("control: the same target without them is judged", func(t *testing.T) {
+		_, rec := ask(t, "DELETE", "/v1/forward-auth/admin/users", "", [][2]string{{"X-Forwarded-For", "203.0.113.7"}})
+		if !rec.called || rec.got.Method != "DELETE" || rec.got.Target != "/admin/users" || rec.got.SourceIP != "203.0.113.7" {
+			t.Fatalf("called %v with %s %s from %s", rec.called, rec.got.Method, rec.got.Target, rec.got.SourceIP)
+		}
+	})
+}
+
+// TestForwardAuthTargets: a request target is the header form (the prefix
+// exactly, with or without a query), the prefix form (prefix + "/"), or
+// refused; never a guess between them.
+func TestForwardAuthTargets(t *testing.T) {
+	nginx := [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/customers/42"}}
+	tests := []struct {
+		name       string
+		target     string
+		headers    [][2]string
+		wantReason string // a refusal before the policy, or "" when asked
+		wantTarget string
+	}{
+		{name: "header form", target: "/v1/forward-auth", headers: nginx, wantTarget: "/customers/42"},
+		{name: "header form with a query (Caddy keeps the original's)", target: "/v1/forward-auth?a=1", headers: nginx, wantTarget: "/customers/42"},
+		{name: "header form with an empty query", target: "/v1/forward-auth?", headers: nginx, wantTarget: "/customers/42"},
+		{name: "query only, no headers", target: "/v1/forward-auth?x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "a path in the query is not the prefix form", target: "/v1/forward-auth?/public/x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "bare prefix, no headers", target: "/v1/forward-auth", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "look-alike prefix", target: "/v1/forward-authX", headers: nginx, wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "look-alike prefix with a path", target: "/v1/forward-authx/public/x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "look-alike prefix with a path and headers", target: "/v1/forward-auth-x/public/x", headers: nginx, wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "encoded slash after the prefix", target: "/v1/forward-auth%2Fpublic/x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "encoded character in the prefix", target: "/v1/forward%2Dauth/public/x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "encoded slash in the prefix", target: "/v1%2Fforward-auth/public/x", headers: nginx, wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "upper-case prefix", target: "/V1/FORWARD-AUTH/public/x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "dot segment before the prefix", target: "/x/../v1/forward-auth/public/x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "absolute form", target: "http://tollgate.internal/v1/forward-auth/public/x", wantReason: forwardauth.ReasonNoOriginalRequest},
+		{name: "absolute form of the header form", target: "http://tollgate.internal/v1/forward-auth", headers: nginx, wantReason: forwardauth.ReasonNoOriginalRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w, rec := ask(t, http.MethodGet, tc.target, "", tc.headers)
+			if tc.wantReason != "" {
+				refused(t, w, rec, tc.wantReason)
+				return
+			}
+			if !rec.called || rec.got.Target != tc.wantTarget {
+				t.Fatalf("called %v about %q (HTTP %d), want %q", rec.called, rec.got.Target, w.Code, tc.wantTarget)
+			}
+		})
+	}
+}
+
+// TestForwardAuthHeaderFormReadsOnlyItsHeaders: in the header form only
+// X-Original-Method/-URI and X-Forwarded-Method/-Uri name the request;
+// X-Original-URL, X-Forwarded-Prefix and Forwarded are never read, and no
+// forwarding header reaches the policy, whatever its spelling.
+func TestForwardAuthHeaderFormReadsOnlyItsHeaders(t *testing.T) {
+	for name, extra := range map[string][][2]string{
+		"X-Original-URL":     {{"X-Original-Url", "http://api.example.com/public/x"}},
+		"X-Forwarded-Prefix": {{"X-Forwarded-Prefix", "/public"}},
+		"Forwarded":          {{"Forwarded", `for=198.51.100.1;host=evil.example;proto=http`}},
+		"lower-case keys":    {{"x-original-url", "/public/x"}, {"x-forwarded-prefix", "/public"}, {"forwarded", "host=evil.example"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			headers := append([][2]string{{"X-Original-Method", "DELETE"}, {"X-Original-Uri", "/admin/users"}, {"X-Forwarded-Host", "api.example.com"}}, extra...)
+			_, rec := ask(t, http.MethodGet, "/v1/forward-auth", "", headers)
+			if !rec.called || rec.got.Method != "DELETE" || rec.got.Target != "/admin/users" || rec.got.Host != "api.example.com" {
+				t.Fatalf("called %v about %s %s at %s, want DELETE /admin/users at api.example.com", rec.called, rec.got.Method, rec.got.Target, rec.got.Host)
+			}
+			for name := range rec.got.Headers {
+				c := http.CanonicalHeaderKey(name)
+				if strings.HasPrefix(c, "X-Original-") || strings.HasPrefix(c, "X-Forwarded-") || c == "Forwarded" {
+					t.Errorf("forwarding header %s passed on to the policy", name)
+				}
 			}
 		})
 	}
@@ -233,6 +417,12 @@ func TestForwardAuthConflictingFamilies(t *testing.T) {
 		{name: "uri families disagree", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/admin/x"}, {"X-Forwarded-Uri", "/public/x"}}},
 		{name: "method families disagree", headers: [][2]string{{"X-Original-Method", "DELETE"}, {"X-Forwarded-Method", "GET"}, {"X-Original-Uri", "/admin/x"}}},
 		{name: "repeated header", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/admin/x"}, {"X-Original-Uri", "/public/x"}}},
+		{name: "repeated identical header", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/public/x"}, {"X-Original-Uri", "/public/x"}}},
+		{name: "repeated method", headers: [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Method", "DELETE"}, {"X-Forwarded-Uri", "/admin/x"}}},
+		{name: "uri families disagree in other spellings", headers: [][2]string{{"x-original-method", "GET"}, {"x-original-uri", "/admin/x"}, {"X-FORWARDED-URI", "/public/x"}}},
+		{name: "one header under two spellings", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/admin/x"}, {"x-original-uri", "/public/x"}}},
+		{name: "repeated host", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/public/x"}, {"X-Forwarded-Host", "a.example"}, {"X-Forwarded-Host", "b.example"}}},
+		{name: "repeated proto", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Uri", "/public/x"}, {"X-Forwarded-Proto", "https"}, {"x-forwarded-proto", "http"}}},
 		{name: "families agree", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Forwarded-Method", "GET"}, {"X-Original-Uri", "/public/x"}, {"X-Forwarded-Uri", "/public/x"}}, wantCalled: true},
 	}
 	for _, tc := range tests {
@@ -242,7 +432,7 @@ func TestForwardAuthConflictingFamilies(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "/v1/forward-auth", nil)
 			r.RemoteAddr = "127.0.0.1:1"
 			for _, kv := range tc.headers {
-				r.Header.Add(kv[0], kv[1])
+				r.Header[kv[0]] = append(r.Header[kv[0]], kv[1])
 			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)

@@ -3,13 +3,20 @@
 package native
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/tollgate/tollgate/pdp/decision"
 	"github.com/tollgate/tollgate/pdp/request"
@@ -50,6 +57,12 @@ func New(d Decider, opts Options) *Handler {
 }
 
 // Body is the decision request document.
+//
+// It is decoded strictly (JSON v2 semantics, see decodeOptions): member
+// names match exactly (case-sensitively), an unknown or duplicate member is
+// an error, and so is invalid UTF-8 anywhere in the body, a lone surrogate
+// escape ("\ud800") included. Nothing is replaced by U+FFFD and nothing is
+// trimmed, so the request judged is the request described, byte for byte.
 type Body struct {
 	Method   string       `json:"method"`
 	Path     string       `json:"path"`
@@ -59,32 +72,97 @@ type Body struct {
 	SourceIP string       `json:"source_ip"`
 }
 
+// fields are Body's member names, the only input an error message may name.
+var fields = []string{"method", "path", "host", "scheme", "headers", "source_ip"}
+
 // HeaderValues are header values, each given as a string or a list of
 // strings in JSON.
+//
+// Names are kept exactly as given. Two members that differ only in case
+// ("authorization" and "Authorization") name one header: both are kept, and
+// request.Normalize merges their values, so two credentials are still two
+// credentials (multiple_credentials), never one chosen by order. Two members
+// with the very same name are a duplicate and refused by the decoder.
 type HeaderValues map[string][]string
 
-// UnmarshalJSON accepts {"name": "v"} and {"name": ["v1", "v2"]}.
-func (h *HeaderValues) UnmarshalJSON(b []byte) error {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return errors.New("headers must be an object")
+// Errors HeaderValues.UnmarshalJSONFrom reports; none quotes the input.
+var (
+	errHeadersNotObject = errors.New(`"headers" must be an object`)
+	errHeaderValue      = errors.New(`each value in "headers" must be a string or a list of strings`)
+)
+
+// UnmarshalJSONFrom accepts {"name": "v"} and {"name": ["v1", "v2"]}. It
+// reads tokens from dec, whose options (no duplicate names, valid UTF-8)
+// apply throughout.
+func (h *HeaderValues) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	if dec.PeekKind() == 'n' {
+		_, err := dec.ReadToken()
+		return err
 	}
-	out := make(HeaderValues, len(raw))
-	for name, v := range raw {
-		var one string
-		if err := json.Unmarshal(v, &one); err == nil {
-			out[name] = append(out[name], one)
-			continue
+	if dec.PeekKind() != '{' {
+		return errHeadersNotObject
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return err
+	}
+	out := make(HeaderValues)
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken() // the name; the decoder refuses non-strings
+		if err != nil {
+			return err
 		}
-		var many []string
-		if err := json.Unmarshal(v, &many); err != nil {
-			return fmt.Errorf("header %q must be a string or a list of strings", truncate(name))
+		name := tok.String()
+		switch dec.PeekKind() {
+		case '"':
+			tok, err := dec.ReadToken()
+			if err != nil {
+				return err
+			}
+			out[name] = append(out[name], tok.String())
+		case '[':
+			if _, err := dec.ReadToken(); err != nil {
+				return err
+			}
+			vals := out[name]
+			for dec.PeekKind() == '"' {
+				tok, err := dec.ReadToken()
+				if err != nil {
+					return err
+				}
+				vals = append(vals, tok.String())
+			}
+			if dec.PeekKind() != ']' {
+				return errHeaderValue
+			}
+			if _, err := dec.ReadToken(); err != nil {
+				return err
+			}
+			out[name] = vals
+			if vals == nil {
+				out[name] = []string{}
+			}
+		default:
+			return errHeaderValue
 		}
-		out[name] = append(out[name], many...)
+	}
+	if _, err := dec.ReadToken(); err != nil { // '}'
+		return err
 	}
 	*h = out
 	return nil
 }
+
+var _ json.UnmarshalerFrom = (*HeaderValues)(nil)
+
+// decodeOptions make the decoder strict. Most are JSON v2's defaults; they
+// are spelled out because each closes a way to describe one request two
+// ways (or to hide one from the log).
+var decodeOptions = json.JoinOptions(
+	json.RejectUnknownMembers(true),
+	json.MatchCaseInsensitiveNames(false),
+	jsontext.AllowDuplicateNames(false),
+	jsontext.AllowInvalidUTF8(false),
+)
 
 // errorBody is the answer to a malformed request.
 type errorBody struct {
@@ -110,30 +188,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, dec)
 }
 
+// decode reads and strictly decodes the body. Its errors are fixed texts
+// that name at most a known member and a byte offset: the body carries
+// credentials, and the JSON decoder's own messages quote input (a string's
+// bytes, an unknown member's name), so they are never passed on.
 func (h *Handler) decode(rc io.ReadCloser, w http.ResponseWriter) (Body, int, error) {
 	var body Body
-	dec := json.NewDecoder(http.MaxBytesReader(w, rc, h.max))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		var tooBig *http.MaxBytesError
-		var syntax *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &tooBig):
+	raw, err := io.ReadAll(http.MaxBytesReader(w, rc, h.max))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", h.max)
-		case errors.Is(err, io.EOF):
-			return body, http.StatusBadRequest, errors.New("request body is empty; want a JSON object")
-		case errors.As(err, &syntax), errors.Is(err, io.ErrUnexpectedEOF):
-			return body, http.StatusBadRequest, errors.New("request body is not valid JSON")
-		case errors.As(err, &typ) && typ.Field == "":
-			return body, http.StatusBadRequest, errors.New("request body must be a JSON object")
-		case errors.As(err, &typ):
-			return body, http.StatusBadRequest, fmt.Errorf("field %q has the wrong type", typ.Field)
-		default:
-			return body, http.StatusBadRequest, fmt.Errorf("malformed request body: %s", truncate(err.Error()))
 		}
+		return body, http.StatusBadRequest, errors.New("request body could not be read")
 	}
-	if dec.More() {
+	if len(bytes.Trim(raw, " \t\r\n")) == 0 {
+		return body, http.StatusBadRequest, errors.New("request body is empty; want a JSON object")
+	}
+	if off := invalidUTF8(raw); off >= 0 {
+		return body, http.StatusBadRequest, fmt.Errorf("request body is not valid UTF-8 (at byte %d)", off)
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(raw), decodeOptions)
+	if err := json.UnmarshalDecode(dec, &body); err != nil {
+		return body, http.StatusBadRequest, describe(err, raw)
+	}
+	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
 		return body, http.StatusBadRequest, errors.New("request body must hold exactly one JSON object")
 	}
 	if body.Method == "" || body.Path == "" {
@@ -142,16 +220,80 @@ func (h *Handler) decode(rc io.ReadCloser, w http.ResponseWriter) (Body, int, er
 	return body, 0, nil
 }
 
-func truncate(s string) string {
-	if len(s) > 100 {
-		return s[:100] + "…"
+// describe turns a decoding error into a message that quotes no input.
+func describe(err error, raw []byte) error {
+	if serr, ok := errors.AsType[*jsontext.SyntacticError](err); ok {
+		where := at(serr.JSONPointer, serr.ByteOffset)
+		off := serr.ByteOffset
+		switch {
+		case errors.Is(err, jsontext.ErrDuplicateName) && strings.HasPrefix(string(serr.JSONPointer), "/headers/"):
+			return errors.New(`duplicate header name in "headers" (a name may appear once; put several values in a list)`)
+		case errors.Is(err, jsontext.ErrDuplicateName):
+			return fmt.Errorf("duplicate member name in request body%s", where)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return errors.New("request body is not valid JSON: it ends early")
+		case off >= 0 && off+1 < int64(len(raw)) && raw[off] == '\\':
+			return fmt.Errorf("request body has an invalid string escape (a lone surrogate \\ud800-\\udfff or an unknown escape)%s", where)
+		}
+		return fmt.Errorf("request body is not valid JSON%s", where)
 	}
-	return s
+	if serr, ok := errors.AsType[*json.SemanticError](err); ok {
+		field := knownField(serr.JSONPointer)
+		switch {
+		case errors.Is(err, json.ErrUnknownName) && field == "headers":
+			return errHeadersNotObject
+		case errors.Is(err, json.ErrUnknownName):
+			return fmt.Errorf("unknown field in request body (names are case-sensitive; known: %s)", strings.Join(fields, ", "))
+		case errors.Is(err, errHeadersNotObject), errors.Is(err, errHeaderValue):
+			return errors.Unwrap(serr) // our own fixed text
+		case serr.JSONPointer == "":
+			return errors.New("request body must be a JSON object")
+		case field != "":
+			return fmt.Errorf("%q has the wrong type", field)
+		}
+		return errors.New("request body does not match the decision request schema")
+	}
+	return errors.New("request body is not valid JSON")
+}
+
+// at says where a decoding error is: the known member it is in, if any, and
+// the byte offset.
+func at(ptr jsontext.Pointer, off int64) string {
+	if f := knownField(ptr); f != "" {
+		return fmt.Sprintf(" (in %q, at byte %d)", f, off)
+	}
+	return fmt.Sprintf(" (at byte %d)", off)
+}
+
+// knownField returns the first token of ptr when it is a Body member name,
+// else "" (a pointer can hold an unknown member's name, i.e. any input).
+func knownField(ptr jsontext.Pointer) string {
+	first, _, _ := strings.Cut(strings.TrimPrefix(string(ptr), "/"), "/")
+	if slices.Contains(fields, first) {
+		return first
+	}
+	return ""
+}
+
+// invalidUTF8 returns the offset of the first byte of b that is not part of
+// valid UTF-8, or -1.
+func invalidUTF8(b []byte) int {
+	if utf8.Valid(b) {
+		return -1
+	}
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_ = stdjson.NewEncoder(w).Encode(v) // the answer's encoding is unchanged (v1)
 }

@@ -2,14 +2,17 @@ package apikey
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
+	"github.com/gofrs/flock"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -32,7 +35,15 @@ type fileRecord struct {
 	Revoked *time.Time `yaml:"revoked,omitempty"`
 }
 
-// LoadFile reads and validates a key file. It has this form (YAML):
+// MaxFileBytes bounds the size of a key file: about 100,000 records.
+const MaxFileBytes = 32 << 20
+
+// lockWait bounds how long Add, Revoke and Seal wait for another writer of
+// the same file to finish.
+const lockWait = 30 * time.Second
+
+// LoadFile reads, verifies and validates a key file. It has this form
+// (YAML, then a seal line):
 //
 //	keys:
 //	  - id: 4kq7m2xv7ab3
@@ -42,19 +53,62 @@ type fileRecord struct {
 //	    created: 2026-11-29T23:00:00Z
 //	    expires: 2027-11-29T23:00:00Z   # optional
 //	    revoked: 2026-12-01T00:00:00Z   # optional, set by Revoke
+//	# tollgate-seal v1 records=1 sha256=<64 lower-case hex digits>
+//
+// The seal line is the file's last line, ending in a newline. Its digest is
+// SHA-256 over the exact bytes before it, and records is the number of
+// entries under keys. Add, Revoke and Seal write it; a file whose last line
+// is not a seal (an empty file, a file cut short, a file from before seals)
+// is refused with ErrNoSeal, and one whose seal does not match (a record
+// edited, added or removed by hand, a cut seal line, a wrong count) with
+// ErrBadSeal. The seal is a checksum against truncation and stray edits,
+// not a signature: whoever may write the file may also reseal it.
 //
 // Decoding is strict: an unknown field, a second YAML document, an invalid
 // record (ErrInvalidRecord) or a repeated id (ErrDuplicateID) is an error,
-// and nothing is loaded. An empty file is an empty store. Errors name the
-// file and the record's index, never a key.
+// and nothing is loaded. A file larger than MaxFileBytes is refused. Errors
+// name the file and the record's index, never a key.
 func LoadFile(path string) (*Store, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := decodeSealed(data)
+	if err != nil {
+		return nil, fmt.Errorf("apikey: %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// readFile reads at most MaxFileBytes of the file at path.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("apikey: %w", err)
 	}
-	s, err := decode(data)
+	defer func() { _ = f.Close() }()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("apikey: %s: %w", path, err)
+		return nil, fmt.Errorf("apikey: %w", err)
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("apikey: %s: larger than %d bytes", path, MaxFileBytes)
+	}
+	return data, nil
+}
+
+// decodeSealed verifies data's seal, then decodes the body it covers.
+func decodeSealed(data []byte) (*Store, error) {
+	body, n, err := unseal(data)
+	if err != nil {
+		return nil, err
+	}
+	s, err := decode(body)
+	if err != nil {
+		return nil, err
+	}
+	if s.Len() != n {
+		return nil, fmt.Errorf("%w: the seal line says %d records, the file holds %d", ErrBadSeal, n, s.Len())
 	}
 	return s, nil
 }
@@ -68,7 +122,7 @@ func decode(data []byte) (*Store, error) {
 		if errors.Is(err, io.EOF) {
 			return NewStore(nil)
 		}
-		return nil, err
+		return nil, redactYAMLError(err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -93,7 +147,19 @@ func decode(data []byte) (*Store, error) {
 	return NewStore(records)
 }
 
-// encode renders a store as a key file.
+// secretLike matches a run of the characters keys are made of, long enough
+// to be a key or its secret part (nothing in a valid key file's field names
+// is that long).
+var secretLike = regexp.MustCompile(`[A-Za-z0-9_-]{20,}`)
+
+// redactYAMLError returns err's text with anything that could be a key
+// replaced: the YAML decoder quotes unknown field names whole, and a key
+// pasted into the file by mistake must not reach a log.
+func redactYAMLError(err error) error {
+	return errors.New(secretLike.ReplaceAllString(err.Error(), "[redacted]"))
+}
+
+// encode renders a store as a sealed key file.
 func encode(s *Store) ([]byte, error) {
 	kf := keyFile{Keys: make([]fileRecord, 0, s.Len())}
 	for _, r := range s.records {
@@ -127,18 +193,22 @@ func encode(s *Store) ([]byte, error) {
 	if err := enc.Close(); err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
+	return seal(buf.Bytes(), len(kf.Keys)), nil
 }
 
 // Add appends rec to the key file at path, creating the file when it does
-// not exist, and rewrites it atomically (see Revoke). rec carries the key's
-// hash, never the key: build it from Generate's ID and Hash. It returns
-// ErrInvalidRecord for an invalid record and ErrDuplicateID when the id is
-// already in the file.
-//
-// Add and Revoke do not lock the file: two processes editing the same file
-// at once can lose one change (the last rename wins).
+// not exist, and rewrites it sealed and atomically (see Revoke). rec
+// carries the key's hash, never the key: build it from Generate's ID and
+// Hash. It returns ErrInvalidRecord for an invalid record, ErrDuplicateID
+// when the id is already in the file, and ErrNoSeal or ErrBadSeal, leaving
+// the file untouched, when the existing file does not verify (see
+// LoadFile): a change is never built on a file that may be cut short.
 func Add(path string, rec Record) error {
+	unlock, err := lockFile(path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	current, err := loadForUpdate(path)
 	if err != nil {
 		return err
@@ -154,16 +224,27 @@ func Add(path string, rec Record) error {
 }
 
 // Revoke marks the key with the given id revoked at the time at and
-// rewrites the file atomically: a temporary file in the same directory, mode
-// 0600, fsynced, then renamed over the old one, so a reader sees either the
-// old file or the new one. It returns the updated record, ErrUnknownID when
-// no record has that id, and ErrAlreadyRevoked (with the record, its
-// original revocation time kept and the file untouched) when it is already
-// revoked.
+// rewrites the file sealed and atomically: a temporary file in the same
+// directory, mode 0600, fsynced, then renamed over the old one, so a reader
+// sees either the old file or the new one, never a part of either. It
+// returns the updated record, ErrUnknownID when no record has that id, and
+// ErrAlreadyRevoked (with the record, its original revocation time kept and
+// the file untouched) when it is already revoked. A file that does not
+// verify is refused as in Add.
+//
+// Add, Revoke and Seal hold an exclusive lock (flock(2)) on a sidecar file,
+// path + ".lock", from reading the file to renaming the new one into place,
+// so concurrent changes from any number of processes are all kept. They
+// wait at most 30 seconds for the lock. The lock file is left in place.
 func Revoke(path, id string, at time.Time) (Record, error) {
 	if at.IsZero() {
 		return Record{}, errors.New("apikey: revoke: zero revocation time")
 	}
+	unlock, err := lockFile(path)
+	if err != nil {
+		return Record{}, err
+	}
+	defer unlock()
 	current, err := LoadFile(path)
 	if err != nil {
 		return Record{}, err
@@ -188,6 +269,58 @@ func Revoke(path, id string, at time.Time) (Record, error) {
 	return rec, nil
 }
 
+// SealResult is what Seal found and did.
+type SealResult struct {
+	// Store holds the file's records: the ones sealed, or with DryRun the
+	// ones that would be.
+	Store *Store
+	// Problem is why the file did not verify (it wraps ErrNoSeal or
+	// ErrBadSeal); nil when it was already sealed and matched its seal.
+	Problem error
+	// Written reports that the file was rewritten with a seal.
+	Written bool
+}
+
+// Seal is the migration path for key files without a seal (written by a
+// Tollgate from before seals, or edited by hand). It reads the file at path
+// without requiring a seal, decodes and validates it as strictly as
+// LoadFile, and, unless dryRun is set or the file already verifies,
+// rewrites it sealed, atomically and under the lock (see Revoke). The file
+// is re-encoded: comments are not kept. Sealing accepts the records as they
+// are, so check them (SealResult.Store) first: a file cut short seals as
+// cut. An invalid file is refused and left untouched.
+func Seal(path string, dryRun bool) (SealResult, error) {
+	unlock, err := lockFile(path)
+	if err != nil {
+		return SealResult{}, err
+	}
+	defer unlock()
+	data, err := readFile(path)
+	if err != nil {
+		return SealResult{}, err
+	}
+	s, problem := decodeSealed(data)
+	if problem == nil {
+		return SealResult{Store: s}, nil
+	}
+	if !errors.Is(problem, ErrNoSeal) && !errors.Is(problem, ErrBadSeal) {
+		return SealResult{}, fmt.Errorf("apikey: %s: %w", path, problem)
+	}
+	// The YAML decoder skips an old seal line: it is a comment.
+	if s, err = decode(data); err != nil {
+		return SealResult{}, fmt.Errorf("apikey: %s: %w", path, err)
+	}
+	res := SealResult{Store: s, Problem: problem}
+	if dryRun {
+		return res, nil
+	}
+	if err := writeFile(path, s); err != nil {
+		return SealResult{}, err
+	}
+	res.Written = true
+	return res, nil
+}
+
 // loadForUpdate loads the file at path, or an empty store if it does not
 // exist.
 func loadForUpdate(path string) (*Store, error) {
@@ -198,17 +331,39 @@ func loadForUpdate(path string) (*Store, error) {
 	return s, err
 }
 
-// writeFile replaces the file at path with s atomically. When path is a
-// symbolic link, the file it points to is replaced and the link kept.
+// resolve returns the file path names: the target of a symbolic link, or
+// path itself.
+func resolve(path string) string {
+	if resolved, err := filepath.EvalSymlinks(path); err == nil {
+		return resolved
+	}
+	return path
+}
+
+// lockFile takes the exclusive lock that serialises the writers of the key
+// file at path, waiting at most lockWait, and returns its release.
+func lockFile(path string) (unlock func(), err error) {
+	lk := flock.New(resolve(path)+".lock", flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), lockWait)
+	defer cancel()
+	ok, err := lk.TryLockContext(ctx, 20*time.Millisecond)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("apikey: %s: lock: %w", path, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("apikey: %s: another command has held the lock %s for %s", path, lk.Path(), lockWait)
+	}
+	return func() { _ = lk.Close() }, nil
+}
+
+// writeFile replaces the file at path with s, sealed, atomically. When path
+// is a symbolic link, the file it points to is replaced and the link kept.
 func writeFile(path string, s *Store) (err error) {
 	data, err := encode(s)
 	if err != nil {
 		return fmt.Errorf("apikey: encode %s: %w", path, err)
 	}
-	target := path
-	if resolved, rerr := filepath.EvalSymlinks(path); rerr == nil {
-		target = resolved
-	}
+	target := resolve(path)
 	dir := filepath.Dir(target)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(target)+".tmp-*")
 	if err != nil {

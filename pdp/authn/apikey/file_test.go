@@ -26,7 +26,14 @@ func newRecord(t testing.TB, owner string, scopes ...string) (apikey.Generated, 
 	return g, apikey.Record{ID: g.ID, Hash: g.Hash, Owner: owner, Scopes: scopes, Created: created}
 }
 
+// writeTemp writes content, sealed, to a new key file.
 func writeTemp(t *testing.T, content string) string {
+	t.Helper()
+	return writeRaw(t, string(apikey.SealBody([]byte(content))))
+}
+
+// writeRaw writes content as it is to a new key file.
+func writeRaw(t *testing.T, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keys.yaml")
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -127,10 +134,19 @@ func TestLoadFileStrict(t *testing.T) {
 }
 
 func TestLoadFileEmptyAndMissing(t *testing.T) {
+	// Sealed, these are empty stores.
 	for _, content := range []string{"", "# only a comment\n", "keys: []\n", "keys:\n"} {
 		s, err := apikey.LoadFile(writeTemp(t, content))
 		if err != nil || s.Len() != 0 {
-			t.Errorf("LoadFile(%q) = %d records, %v; want an empty store", content, s.Len(), err)
+			t.Errorf("LoadFile(sealed %q) = %d records, %v; want an empty store", content, s.Len(), err)
+		}
+	}
+	// Unsealed, they are refused: an empty file may be one cut to nothing.
+	for _, content := range []string{"", "\n", "# only a comment\n", "keys: []\n", "keys:\n"} {
+		path := writeRaw(t, content)
+		_, err := apikey.LoadFile(path)
+		if !errors.Is(err, apikey.ErrNoSeal) || !strings.Contains(err.Error(), path) {
+			t.Errorf("LoadFile(unsealed %q): err = %v, want ErrNoSeal naming the file", content, err)
 		}
 	}
 	_, err := apikey.LoadFile(filepath.Join(t.TempDir(), "missing.yaml"))
@@ -188,8 +204,12 @@ func TestFileRoundTrip(t *testing.T) {
 		t.Errorf("file mode = %v, want 0600", perm)
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("directory holds %d entries, want only keys.yaml (temporary files left?)", len(entries))
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"keys.yaml", "keys.yaml.lock"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("directory holds %q, want %q (temporary files left?)", names, want)
 	}
 }
 
@@ -247,7 +267,7 @@ func TestAddRejects(t *testing.T) {
 		t.Errorf("a rejected Add changed the file")
 	}
 
-	broken := writeTemp(t, "keys: [\n")
+	broken := writeRaw(t, "keys: [\n")
 	if err := apikey.Add(broken, r); err == nil {
 		t.Errorf("Add to a broken file must fail, not overwrite it")
 	}
@@ -288,7 +308,7 @@ func TestAddThroughSymlinkKeepsLink(t *testing.T) {
 	dir := t.TempDir()
 	real := filepath.Join(dir, "real.yaml")
 	link := filepath.Join(dir, "keys.yaml")
-	if err := os.WriteFile(real, []byte("keys: []\n"), 0o600); err != nil {
+	if err := os.WriteFile(real, apikey.SealBody([]byte("keys: []\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(real, link); err != nil {

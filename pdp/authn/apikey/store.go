@@ -45,8 +45,8 @@ func (r Record) Validate() error {
 	if err := validateOwner(r.Owner); err != nil {
 		return err
 	}
-	for _, s := range r.Scopes {
-		if err := validateScope(s); err != nil {
+	for i, s := range r.Scopes {
+		if err := validateScope(i, s); err != nil {
 			return err
 		}
 	}
@@ -77,13 +77,14 @@ func validateOwner(owner string) error {
 
 // validateScope accepts a non-empty scope without spaces, commas or control
 // characters (OAuth scope tokens are space separated; the CLI splits on
-// commas).
-func validateScope(s string) error {
+// commas). Its errors name the scope by index, never quote it: a key pasted
+// by mistake must not reach a log.
+func validateScope(i int, s string) error {
 	if s == "" {
-		return fmt.Errorf("%w: empty scope", ErrInvalidRecord)
+		return fmt.Errorf("%w: scopes[%d] is empty", ErrInvalidRecord, i)
 	}
 	if strings.ContainsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) || unicode.IsControl(r) }) {
-		return fmt.Errorf("%w: scope %q contains a space, comma or control character", ErrInvalidRecord, s)
+		return fmt.Errorf("%w: scopes[%d] contains a space, comma or control character", ErrInvalidRecord, i)
 	}
 	return nil
 }

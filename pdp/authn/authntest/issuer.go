@@ -15,6 +15,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -77,6 +79,7 @@ type Issuer struct {
 	algs []string
 
 	jwksFetches      atomic.Int64
+	jwksNotModified  atomic.Int64
 	discoveryFetches atomic.Int64
 
 	mu          sync.Mutex
@@ -88,7 +91,26 @@ type Issuer struct {
 	unpublished map[string]*Key // per alg, for Mint with an alg no published key fits
 	override    *cannedResponse
 	jwksDelay   time.Duration
+	cacheCtl    string    // Cache-Control of JWKS responses; "" for none
+	hold        *JWKSHold // when set, JWKS requests wait for its release
+	discovery   *cannedResponse
 }
+
+// JWKSHold stalls the JWKS endpoint: requests wait until Release (or until
+// their client gives up). See HoldJWKS.
+type JWKSHold struct {
+	arrived     chan struct{}
+	arrivedOnce sync.Once
+	released    chan struct{}
+	releaseOnce sync.Once
+}
+
+// Arrived is closed once a JWKS request is waiting on the hold.
+func (h *JWKSHold) Arrived() <-chan struct{} { return h.arrived }
+
+// Release lets the waiting and later JWKS requests through. Calling it more
+// than once is fine; it is also called when the test ends.
+func (h *JWKSHold) Release() { h.releaseOnce.Do(func() { close(h.released) }) }
 
 type cannedResponse struct {
 	status int
@@ -223,16 +245,86 @@ func (is *Issuer) SetJWKSDelay(d time.Duration) {
 	is.jwksDelay = d
 }
 
-// ResetJWKS makes the JWKS endpoint serve the key set again, without delay.
+// ResetJWKS makes the JWKS endpoint serve the key set again, without delay
+// or hold (a hold in place is released).
 func (is *Issuer) ResetJWKS() {
 	is.mu.Lock()
 	defer is.mu.Unlock()
 	is.override = nil
 	is.jwksDelay = 0
+	if is.hold != nil {
+		is.hold.Release()
+		is.hold = nil
+	}
+}
+
+// HoldJWKS stalls the JWKS endpoint until the returned hold is released: a
+// test can then tell when a fetch is under way (Arrived), without sleeping.
+func (is *Issuer) HoldJWKS() *JWKSHold {
+	h := &JWKSHold{arrived: make(chan struct{}), released: make(chan struct{})}
+	is.tb.Cleanup(h.Release)
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.hold = h
+	return h
+}
+
+// SetJWKSCacheControl sets the Cache-Control header of JWKS responses
+// (e.g. "public, max-age=60"); "" removes it.
+func (is *Issuer) SetJWKSCacheControl(v string) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.cacheCtl = v
+}
+
+// SetDiscoveryResponse makes the discovery endpoint answer status and body
+// instead of the discovery document (an outage at startup, …);
+// ResetDiscovery undoes it.
+func (is *Issuer) SetDiscoveryResponse(status int, body []byte) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.discovery = &cannedResponse{status: status, body: body}
+}
+
+// ResetDiscovery makes the discovery endpoint serve the document again.
+func (is *Issuer) ResetDiscovery() {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.discovery = nil
+}
+
+// JWKSNotModified counts the JWKS requests answered 304 Not Modified: the
+// endpoint sends a strong ETag and honours If-None-Match.
+func (is *Issuer) JWKSNotModified() int { return int(is.jwksNotModified.Load()) }
+
+// AddRSAKey creates and publishes an RS256 key with a modulus of bits bits
+// (at least 1024; e.g. 1024 for a key a verifier must refuse) and kid
+// "rsa<bits>-<n>", without making it the default signing key.
+func (is *Issuer) AddRSAKey(bits int) *Key {
+	is.tb.Helper()
+	priv, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		is.tb.Fatalf("authntest: generating a %d-bit RSA key: %v", bits, err)
+	}
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	k := &Key{ID: fmt.Sprintf("rsa%d-%d", bits, is.nextOther), Algorithm: "RS256", Private: priv}
+	is.nextOther++
+	is.keys = append(is.keys, k)
+	return k
 }
 
 func (is *Issuer) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 	is.discoveryFetches.Add(1)
+	is.mu.Lock()
+	canned := is.discovery
+	is.mu.Unlock()
+	if canned != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(canned.status)
+		_, _ = w.Write(canned.body)
+		return
+	}
 	doc := map[string]any{
 		"issuer":                                is.srv.URL,
 		"jwks_uri":                              is.JWKSURL(),
@@ -248,13 +340,21 @@ func (is *Issuer) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 func (is *Issuer) serveJWKS(w http.ResponseWriter, r *http.Request) {
 	is.jwksFetches.Add(1)
 	is.mu.Lock()
-	delay, override := is.jwksDelay, is.override
+	delay, override, cacheCtl, hold := is.jwksDelay, is.override, is.cacheCtl, is.hold
 	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(is.keys))}
 	for _, k := range is.keys {
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.Public(), KeyID: k.ID, Algorithm: k.Algorithm, Use: "sig"})
 	}
 	is.mu.Unlock()
 
+	if hold != nil {
+		hold.arrivedOnce.Do(func() { close(hold.arrived) })
+		select {
+		case <-hold.released:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if delay > 0 {
 		t := time.NewTimer(delay)
 		defer t.Stop()
@@ -264,13 +364,30 @@ func (is *Issuer) serveJWKS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if cacheCtl != "" {
+		w.Header().Set("Cache-Control", cacheCtl)
+	}
 	if override != nil {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(override.status)
 		_, _ = w.Write(override.body)
 		return
 	}
-	writeJSON(w, set)
+	b, err := json.Marshal(set)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	sum := sha256.Sum256(b)
+	etag := `"` + hex.EncodeToString(sum[:16]) + `"`
+	w.Header().Set("ETag", etag)
+	if r.Header.Get("If-None-Match") == etag {
+		is.jwksNotModified.Add(1)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

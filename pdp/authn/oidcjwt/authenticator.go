@@ -13,9 +13,19 @@
 // too large, the context ended); it comes with a Rejected outcome
 // (authn.ReasonUnavailable) so that a caller ignoring it still fails closed.
 //
-// Keys come from the issuer's jwks_uri, found by discovery when New runs.
-// They are cached, and refetched when a token names an unknown kid, at most
-// once per Config.JWKSRefreshInterval per issuer.
+// Keys come from the issuer's jwks_uri, found by discovery. Each issuer has
+// a background loop: discovery, retried with exponential backoff and jitter
+// until it succeeds (meanwhile the issuer's tokens get
+// authn.ReasonUnavailable with ErrNotDiscovered), then a JWKS fetch every
+// IssuerConfig.JWKSRefreshInterval (shortened by the response's
+// Cache-Control max-age, never below MinJWKSRefreshInterval). Keys that
+// leave the set stop verifying at the next refresh; a failed refresh keeps
+// the cached keys. A token naming an unknown kid also triggers a fetch, at
+// most once per Config.RefetchInterval per issuer; it waits for that fetch
+// only as long as its context allows, and tokens with known keys never wait
+// behind a fetch. RSA keys under MinRSAKeyBits are refused (logged once per
+// key). Status reports each issuer's state, Generation tells a cache of
+// verified tokens that a key was withdrawn, Close stops the loops.
 package oidcjwt
 
 import (
@@ -28,22 +38,34 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/credential"
 )
 
 // Authenticator verifies JWT bearer tokens of the configured issuers. It is
-// safe for concurrent use.
+// safe for concurrent use. Its background loops (discovery, JWKS refresh)
+// run until the context given to New ends or Close is called.
 type Authenticator struct {
 	issuers  map[string]*issuer
+	order    []*issuer // as configured, for Status
 	skew     time.Duration
 	maxBytes int
 	now      func() time.Time
 	log      *slog.Logger
+	client   *http.Client
+
+	generation atomic.Uint64 // see Generation
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	metrics    *metrics // nil without a Registerer
 }
 
 var _ authn.Authenticator = (*Authenticator)(nil)
@@ -55,22 +77,67 @@ type issuer struct {
 	algs        []string
 	requireType string
 	verifier    *oidc.IDTokenVerifier
+	keys        *remoteKeySet // nil for a configured KeySet
 }
 
-// New validates cfg, then runs OpenID Connect discovery for every issuer
-// without a KeySet, through cfg.HTTPClient. It fails if the config is invalid
-// or any discovery fails. JWKS are fetched on first use.
+// Issuer states reported by Status.
+const (
+	// StateDiscovering: discovery has not succeeded yet (LastError says
+	// why, when an attempt failed), or the first JWKS fetch is under way.
+	// The issuer's tokens get authn.ReasonUnavailable.
+	StateDiscovering = "discovering"
+	// StateReady: the last JWKS fetch succeeded; tokens are verified.
+	StateReady = "ready"
+	// StateStale: the last refresh failed (LastError); tokens are verified
+	// with the keys of the last good fetch.
+	StateStale = "stale"
+	// StateError: discovered, but no usable key set was fetched yet; tokens
+	// get authn.ReasonUnavailable.
+	StateError = "error"
+)
+
+// IssuerStatus is the state of one issuer, for health endpoints and
+// metrics. It holds no secret: LastError is cut short and quotes no query
+// string, token or header value.
+type IssuerStatus struct {
+	Issuer string `json:"issuer"`
+	State  string `json:"state"`
+	// Static: the keys were configured (IssuerConfig.KeySet), never fetched.
+	Static bool `json:"static,omitempty"`
+	// Keys is the number of usable keys held.
+	Keys int `json:"keys"`
+	// LastSuccess is the end of the last JWKS fetch that succeeded (or
+	// found the keys not modified); zero before the first.
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	// Generation counts the refreshes of this issuer that withdrew a key.
+	Generation uint64 `json:"generation"`
+}
+
+// New validates cfg and starts each issuer without a KeySet: a background
+// loop that runs OpenID Connect discovery through cfg.HTTPClient (retried
+// with backoff until it succeeds), then fetches the JWKS and refreshes it on
+// schedule. New waits for each issuer's first attempt (or for ctx to end),
+// so that tokens verify as soon as it returns when the issuers are up, but
+// an issuer that is down does not make it fail: its tokens get
+// authn.ReasonUnavailable until it recovers. New fails for an invalid
+// config, a metrics registration that fails, or a ctx that ended.
+//
+// The loops stop when ctx ends or Close is called.
 func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	life, cancel := context.WithCancel(ctx)
 	a := &Authenticator{
 		issuers:  make(map[string]*issuer, len(cfg.Issuers)),
 		skew:     cfg.ClockSkew,
 		maxBytes: cfg.MaxTokenBytes,
 		now:      cfg.Now,
 		log:      cfg.Logger,
+		client:   cfg.HTTPClient,
+		cancel:   cancel,
 	}
 	for _, ic := range cfg.Issuers {
 		algs := ic.Algorithms
@@ -79,31 +146,124 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 		}
 		algs = append([]string(nil), algs...)
 
-		keySet := ic.KeySet
-		if keySet == nil {
-			jwksURL, err := discover(ctx, cfg.HTTPClient, ic.Issuer)
-			if err != nil {
-				return nil, err
-			}
-			keySet = newRemoteKeySet(ic.Issuer, jwksURL, cfg.HTTPClient, algs, cfg.JWKSRefreshInterval, cfg.Now, cfg.Logger)
-			cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "oidc issuer discovered",
-				slog.String("issuer", ic.Issuer), slog.String("jwks_uri", jwksURL))
-		}
-		a.issuers[ic.Issuer] = &issuer{
+		iss := &issuer{
 			name:        ic.Issuer,
 			audiences:   append([]string(nil), ic.Audiences...),
 			algs:        algs,
 			requireType: ic.RequireType,
-			verifier: oidc.NewVerifier(ic.Issuer, recordingKeySet{keySet}, &oidc.Config{
-				SkipClientIDCheck:    true, // the audience check below allows several audiences
-				SkipExpiryCheck:      true, // exp, nbf, iat are checked below, with one skew
-				SupportedSigningAlgs: algs,
-				Now:                  cfg.Now,
-			}),
 		}
+		keySet := ic.KeySet
+		if keySet == nil {
+			iss.keys = a.newRemoteKeySet(life, cfg, ic, algs)
+			keySet = iss.keys
+		}
+		iss.verifier = oidc.NewVerifier(ic.Issuer, recordingKeySet{keySet}, &oidc.Config{
+			SkipClientIDCheck:    true, // the audience check below allows several audiences
+			SkipExpiryCheck:      true, // exp, nbf, iat are checked below, with one skew
+			SupportedSigningAlgs: algs,
+			Now:                  cfg.Now,
+		})
+		a.issuers[ic.Issuer] = iss
+		a.order = append(a.order, iss)
+	}
+	if cfg.Registerer != nil {
+		m, err := newMetrics(cfg.Registerer, a)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		a.metrics = m
+	}
+
+	// Start every issuer's loop, then wait for each one's first attempt.
+	var first sync.WaitGroup
+	for _, iss := range a.order {
+		if iss.keys == nil {
+			continue
+		}
+		first.Add(1)
+		a.wg.Add(1)
+		go iss.keys.run(first.Done)
+	}
+	started := make(chan struct{})
+	go func() { first.Wait(); close(started) }()
+	select {
+	case <-started:
+	case <-ctx.Done():
+	}
+	if err := ctx.Err(); err != nil {
+		a.Close()
+		return nil, fmt.Errorf("oidcjwt: starting the issuers: %w", err)
 	}
 	return a, nil
 }
+
+func (a *Authenticator) newRemoteKeySet(life context.Context, cfg Config, ic IssuerConfig, algs []string) *remoteKeySet {
+	ja := make([]jose.SignatureAlgorithm, len(algs))
+	for i, alg := range algs {
+		ja[i] = jose.SignatureAlgorithm(alg)
+	}
+	name, client := ic.Issuer, cfg.HTTPClient
+	return &remoteKeySet{
+		issuer:   name,
+		client:   client,
+		algs:     ja,
+		refetch:  cfg.RefetchInterval,
+		refresh:  ic.JWKSRefreshInterval,
+		now:      cfg.Now,
+		after:    cfg.After,
+		log:      cfg.Logger,
+		discover: func(ctx context.Context) (string, error) { return discover(ctx, client, name) },
+		counted: func(kind, result string) {
+			if a.metrics != nil {
+				a.metrics.count(kind, name, result)
+			}
+		},
+		changed: func() { a.generation.Add(1) },
+		life:    life,
+		wg:      &a.wg,
+	}
+}
+
+// Close stops the background loops and waits for them and for any fetch
+// under way, then unregisters the metrics. Tokens of issuers that were not
+// ready get authn.ReasonUnavailable afterwards; cached keys keep verifying.
+// Calling it more than once is fine.
+func (a *Authenticator) Close() {
+	a.closeOnce.Do(func() {
+		a.cancel()
+		a.wg.Wait()
+		a.client.CloseIdleConnections()
+		if a.metrics != nil {
+			a.metrics.unregister()
+		}
+	})
+}
+
+// Status returns the state of each issuer, in configuration order. It is
+// cheap (no I/O) and safe to call on a nil Authenticator (no issuers).
+func (a *Authenticator) Status() []IssuerStatus {
+	if a == nil {
+		return nil
+	}
+	out := make([]IssuerStatus, 0, len(a.order))
+	for _, iss := range a.order {
+		if iss.keys == nil {
+			out = append(out, IssuerStatus{Issuer: iss.name, State: StateReady, Static: true})
+			continue
+		}
+		out = append(out, iss.keys.status())
+	}
+	return out
+}
+
+// Generation changes each time a refresh withdraws a key from any issuer's
+// key set (a key that left the set, or whose kid, alg or use changed); it
+// never changes otherwise. A cache of verified tokens records it with each
+// entry and treats an entry made at another generation as stale, so a token
+// signed by a withdrawn key is verified again (and refused). It is one
+// atomic load.
+func (a *Authenticator) Generation() uint64 { return a.generation.Load() }
 
 // discover fetches the issuer's discovery document and returns its jwks_uri.
 func discover(ctx context.Context, client *http.Client, iss string) (string, error) {
@@ -247,6 +407,7 @@ func classifyKeySetError(err error) (reason string, fatal error) {
 	case errors.Is(err, errMalformedJWS):
 		return authn.ReasonMalformed, nil
 	case errors.As(err, &fe),
+		errors.Is(err, ErrNotDiscovered),
 		errors.Is(err, context.Canceled),
 		errors.Is(err, context.DeadlineExceeded),
 		errors.As(err, &ne): // a configured KeySet that fetches

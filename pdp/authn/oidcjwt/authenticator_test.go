@@ -1,7 +1,6 @@
 package oidcjwt_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -319,8 +318,8 @@ func TestNotApplicable(t *testing.T) {
 			t.Fatalf("%s: %+v, %v", typ, out, err)
 		}
 	}
-	if n := f.iss.JWKSFetches(); n != 0 {
-		t.Fatalf("NotApplicable fetched the JWKS %d times", n)
+	if n := f.iss.JWKSFetches(); n != 1 {
+		t.Fatalf("NotApplicable fetched the JWKS: %d fetches, want only New's", n)
 	}
 }
 
@@ -330,7 +329,7 @@ func TestUnknownIssuerFetchesNothing(t *testing.T) {
 	for range 5 {
 		f.mustReject(t, other.MintUnknownKey(other.Claims("x")), authn.ReasonUnknownIssuer)
 	}
-	if f.iss.JWKSFetches() != 0 || other.JWKSFetches() != 0 || other.DiscoveryFetches() != 0 {
+	if f.iss.JWKSFetches() != 1 || other.JWKSFetches() != 0 || other.DiscoveryFetches() != 0 {
 		t.Fatalf("fetches: ours %d, theirs %d jwks, %d discovery", f.iss.JWKSFetches(), other.JWKSFetches(), other.DiscoveryFetches())
 	}
 }
@@ -349,6 +348,10 @@ func TestStaticKeySet(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	if st := a.Status(); len(st) != 1 || st[0].State != oidcjwt.StateReady || !st[0].Static {
+		t.Fatalf("Status = %+v", st)
 	}
 	f := &fixture{iss: iss, clock: c, auth: a}
 	claims := func() map[string]any { m := iss.Claims("dev"); m["iss"] = name; return m }
@@ -386,15 +389,15 @@ func TestConcurrentUse(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
-	if n := f.iss.JWKSFetches(); n != 1 {
-		t.Errorf("JWKSFetches = %d, want 1 (concurrent first fetches collapse)", n)
+	if n := f.iss.JWKSFetches(); n != 2 {
+		t.Errorf("JWKSFetches = %d, want 2: New's, and one for the unknown kids (concurrent fetches collapse)", n)
 	}
 }
 
 // TestNeverLogsOrReturnsTheToken is a security regression test: neither the
 // log (at debug) nor an error may carry the raw token or its parts.
 func TestNeverLogsOrReturnsTheToken(t *testing.T) {
-	var logs bytes.Buffer
+	var logs syncBuffer // background refreshes log too
 	f := newFixture(t, func(c *oidcjwt.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

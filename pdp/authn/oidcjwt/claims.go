@@ -143,9 +143,19 @@ func containsAny(have, want []string) bool {
 
 // scopes reads "scope" (space separated) and "scp" (a list, or a space
 // separated string as some providers send it), without duplicates.
+//
+// Scope tokens are separated by the space character (0x20) alone (RFC 6749
+// section 3.3): a tab, a newline or a Unicode space (U+00A0, U+2003,
+// U+3000, ...) is part of a token, so "openid\u00a0customers:read" is one
+// scope that no route asks for, never customers:read. Empty tokens (from
+// leading, trailing or repeated spaces) are dropped. Members of an scp list
+// are taken whole, never split.
 func scopes(claims map[string]any) []string {
 	var out []string
 	add := func(s string) {
+		if s == "" {
+			return
+		}
 		for _, have := range out {
 			if have == s {
 				return
@@ -154,18 +164,18 @@ func scopes(claims map[string]any) []string {
 		out = append(out, s)
 	}
 	if s, ok := claims["scope"].(string); ok {
-		for _, f := range strings.Fields(s) {
+		for f := range strings.SplitSeq(s, " ") {
 			add(f)
 		}
 	}
 	switch v := claims["scp"].(type) {
 	case string:
-		for _, f := range strings.Fields(v) {
+		for f := range strings.SplitSeq(v, " ") {
 			add(f)
 		}
 	case []any:
 		for _, e := range v {
-			if s, ok := e.(string); ok && s != "" {
+			if s, ok := e.(string); ok {
 				add(s)
 			}
 		}

@@ -10,16 +10,32 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults applied where Config leaves a field zero.
 const (
-	DefaultClockSkew           = 30 * time.Second
-	DefaultMaxTokenBytes       = 8192
-	DefaultJWKSRefreshInterval = 30 * time.Second
-	DefaultHTTPTimeout         = 5 * time.Second
+	DefaultClockSkew     = 30 * time.Second
+	DefaultMaxTokenBytes = 8192
+	// DefaultJWKSRefreshInterval is how often an issuer's JWKS is fetched
+	// again in the background, so that a key the issuer withdrew stops
+	// verifying within this time.
+	DefaultJWKSRefreshInterval = 5 * time.Minute
+	// DefaultRefetchInterval is the minimum time between two fetches of one
+	// issuer's JWKS caused by tokens whose kid is unknown.
+	DefaultRefetchInterval = 30 * time.Second
+	DefaultHTTPTimeout     = 5 * time.Second
 	// MaxResponseBytes caps every discovery and JWKS response body.
 	MaxResponseBytes = 1 << 20
+)
+
+// Bounds of IssuerConfig.JWKSRefreshInterval. A Cache-Control max-age on
+// the JWKS response can shorten the wait before the next refresh, never
+// below MinJWKSRefreshInterval, and never lengthen it past the configured
+// interval.
+const (
+	MinJWKSRefreshInterval = time.Second
+	MaxJWKSRefreshInterval = 24 * time.Hour
 )
 
 // IssuerConfig is one trusted OpenID Connect issuer.
@@ -37,6 +53,13 @@ type IssuerConfig struct {
 	// token must carry; compared case-insensitively, with or without the
 	// "application/" prefix.
 	RequireType string
+	// JWKSRefreshInterval is how often the issuer's JWKS is fetched again in
+	// the background: a key that left the set stops verifying at the next
+	// refresh. Zero means DefaultJWKSRefreshInterval; otherwise it must lie
+	// between MinJWKSRefreshInterval and MaxJWKSRefreshInterval. A
+	// Cache-Control max-age on the JWKS response shortens it (never below
+	// MinJWKSRefreshInterval).
+	JWKSRefreshInterval time.Duration
 	// KeySet, when set, holds the issuer's keys (development, tests): no
 	// discovery and no JWKS fetches happen for this issuer.
 	KeySet oidc.KeySet
@@ -51,16 +74,29 @@ type Config struct {
 	ClockSkew time.Duration
 	// MaxTokenBytes caps the token size; zero means DefaultMaxTokenBytes.
 	MaxTokenBytes int
-	// JWKSRefreshInterval is the minimum time between two JWKS fetches of one
-	// issuer caused by a token whose kid is unknown; zero means
-	// DefaultJWKSRefreshInterval.
-	JWKSRefreshInterval time.Duration
+	// RefetchInterval is the minimum time between two JWKS fetches of one
+	// issuer caused by tokens whose kid is unknown, so that random kids
+	// cannot make every request fetch (scheduled refreshes are apart); zero
+	// means DefaultRefetchInterval.
+	RefetchInterval time.Duration
 	// HTTPClient fetches discovery documents and key sets. Default: a client
 	// with a DefaultHTTPTimeout timeout. Whatever the client, response bodies
 	// past MaxResponseBytes fail with ErrResponseTooLarge.
 	HTTPClient *http.Client
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// After waits on the clock for the background schedules (JWKS
+	// refreshes, discovery retries); default time.After. Tests set it with
+	// Now to a fake clock.
+	After func(time.Duration) <-chan time.Time
+	// Registerer, when set, receives the metrics:
+	// tollgate_jwks_fetches_total{issuer,result} (result success, error or
+	// not_modified), tollgate_oidc_discoveries_total{issuer,result},
+	// tollgate_issuer_ready{issuer} (1 while the issuer's tokens can be
+	// verified), tollgate_jwks_keys{issuer} and
+	// tollgate_jwks_last_success_timestamp_seconds{issuer}. Labels hold only
+	// configured issuer names. Nil: no metrics.
+	Registerer prometheus.Registerer
 	// Logger receives rejections (debug) and key-set fetches; default discard.
 	// Tokens are never logged, only their fingerprints.
 	Logger *slog.Logger
@@ -121,6 +157,11 @@ func (cfg *Config) validate() error {
 		if ic.RequireType != "" && strings.TrimSpace(ic.RequireType) != ic.RequireType {
 			add("%s.require_type: %q has surrounding spaces", p, ic.RequireType)
 		}
+		if ic.JWKSRefreshInterval != 0 {
+			if err := CheckJWKSRefreshInterval(ic.JWKSRefreshInterval); err != nil {
+				add("%s.jwks_refresh_interval: %v", p, err)
+			}
+		}
 	}
 	if cfg.ClockSkew < 0 {
 		add("clock_skew: %v is negative", cfg.ClockSkew)
@@ -128,13 +169,30 @@ func (cfg *Config) validate() error {
 	if cfg.MaxTokenBytes < 0 {
 		add("max_token_bytes: %d is negative", cfg.MaxTokenBytes)
 	}
-	if cfg.JWKSRefreshInterval < 0 {
-		add("jwks_refresh_interval: %v is negative", cfg.JWKSRefreshInterval)
+	if cfg.RefetchInterval < 0 {
+		add("refetch_interval: %v is negative", cfg.RefetchInterval)
 	}
 	if len(errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("oidcjwt: invalid config: %w", errors.Join(errs...))
+}
+
+// CheckJWKSRefreshInterval reports whether d is an acceptable
+// jwks_refresh_interval: between MinJWKSRefreshInterval and
+// MaxJWKSRefreshInterval. (Zero, "use the default", is the caller's case.)
+func CheckJWKSRefreshInterval(d time.Duration) error {
+	switch {
+	case d < MinJWKSRefreshInterval:
+		hint := ""
+		if d > 0 && d < time.Millisecond {
+			hint = ` (a number without a unit is nanoseconds: write e.g. "5m" or "30s")`
+		}
+		return fmt.Errorf("%v is below the minimum %v%s", d, MinJWKSRefreshInterval, hint)
+	case d > MaxJWKSRefreshInterval:
+		return fmt.Errorf("%v is above the maximum %v", d, MaxJWKSRefreshInterval)
+	}
+	return nil
 }
 
 func checkIssuerURL(s string) error {
@@ -171,12 +229,21 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxTokenBytes == 0 {
 		cfg.MaxTokenBytes = DefaultMaxTokenBytes
 	}
-	if cfg.JWKSRefreshInterval == 0 {
-		cfg.JWKSRefreshInterval = DefaultJWKSRefreshInterval
+	if cfg.RefetchInterval == 0 {
+		cfg.RefetchInterval = DefaultRefetchInterval
+	}
+	cfg.Issuers = append([]IssuerConfig(nil), cfg.Issuers...)
+	for i := range cfg.Issuers {
+		if cfg.Issuers[i].JWKSRefreshInterval == 0 {
+			cfg.Issuers[i].JWKSRefreshInterval = DefaultJWKSRefreshInterval
+		}
 	}
 	cfg.HTTPClient = limitedClient(cfg.HTTPClient, MaxResponseBytes)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -1,7 +1,9 @@
 package oidcjwt_test
 
 import (
+	"bytes"
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,13 +14,64 @@ import (
 	"github.com/tollgate/tollgate/pdp/credential"
 )
 
-// clock is an injectable clock that moves only when told.
+// clock is an injectable clock that moves only when told. Its After fires
+// when Advance reaches the deadline; WaitForWaiters tells a test that the
+// background loops are asleep (so a refresh has ended), without sleeping.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu      sync.Mutex
+	cond    *sync.Cond
+	t       time.Time
+	waiters []waiter
 }
 
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
+type waiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newClock() *clock {
+	c := &clock{t: time.Now().Truncate(time.Second)}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+// After implements oidcjwt.Config.After on the fake time.
+func (c *clock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.t
+		return ch
+	}
+	c.waiters = append(c.waiters, waiter{at: c.t.Add(d), ch: ch})
+	c.cond.Broadcast()
+	return ch
+}
+
+// WaitForWaiters waits until n goroutines wait on After and returns how long
+// from now each waits, soonest first.
+func (c *clock) WaitForWaiters(t testing.TB, n int) []time.Duration {
+	t.Helper()
+	const guard = 10 * time.Second // a failure guard, not a timing assertion
+	deadline := time.Now().Add(guard)
+	wake := time.AfterFunc(guard, func() { c.mu.Lock(); c.cond.Broadcast(); c.mu.Unlock() })
+	defer wake.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.waiters) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("clock: %d goroutines wait on the clock, want %d", len(c.waiters), n)
+		}
+		c.cond.Wait()
+	}
+	out := make([]time.Duration, len(c.waiters))
+	for i, w := range c.waiters {
+		out[i] = w.at.Sub(c.t)
+	}
+	slices.Sort(out)
+	return out
+}
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
@@ -26,10 +79,39 @@ func (c *clock) Now() time.Time {
 	return c.t
 }
 
+// Advance moves the clock and fires the waiters whose deadline it reaches.
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if w.at.After(c.t) {
+			kept = append(kept, w)
+			continue
+		}
+		w.ch <- c.t
+	}
+	c.waiters = kept
+	c.cond.Broadcast()
+}
+
+// syncBuffer is a bytes.Buffer for logs written by background goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // fixture is one test issuer and an authenticator trusting it, on one clock.
@@ -48,6 +130,7 @@ func newFixture(t testing.TB, edit func(*oidcjwt.Config)) *fixture {
 	cfg := oidcjwt.Config{
 		Issuers: []oidcjwt.IssuerConfig{{Issuer: iss.URL(), Audiences: []string{authntest.Audience}}},
 		Now:     c.Now,
+		After:   c.After,
 	}
 	if edit != nil {
 		edit(&cfg)
@@ -56,6 +139,7 @@ func newFixture(t testing.TB, edit func(*oidcjwt.Config)) *fixture {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(a.Close)
 	return &fixture{iss: iss, clock: c, auth: a}
 }
 

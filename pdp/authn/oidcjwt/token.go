@@ -71,10 +71,13 @@ func precheck(raw string, maxBytes int) (unverified, string) {
 		return u, authn.ReasonMalformed
 	}
 	h, rest, _ := strings.Cut(raw, ".")
-	p, _, _ := strings.Cut(rest, ".")
+	p, s, _ := strings.Cut(rest, ".")
 	if h == "" || p == "" {
 		return u, authn.ReasonMalformed
 	}
+	// Every part must be canonical base64url: the unused low bits of the
+	// last character zero, so that one token has one spelling. go-jose,
+	// which decodes the signature again, would accept any value there.
 	header, err := strictB64.DecodeString(h)
 	if err != nil {
 		return u, authn.ReasonMalformed
@@ -83,8 +86,14 @@ func precheck(raw string, maxBytes int) (unverified, string) {
 	if err != nil {
 		return u, authn.ReasonMalformed
 	}
-	// (The signature part is decoded by go-jose; an empty one is refused
-	// there, or earlier for "none" by the algorithm check.)
+	if _, err := strictB64.DecodeString(s); err != nil {
+		return u, authn.ReasonMalformed
+	}
+	// (An empty signature is refused by go-jose, or earlier for "none" by
+	// the algorithm check. A high-S ECDSA signature verifies, as RFC 7518
+	// allows and as half of all ECDSA signers produce; the credential's
+	// fingerprint and digest are computed over the low-S form, so both
+	// spellings are one token there.)
 
 	if reason := readHeader(header, &u); reason != "" {
 		return u, reason

@@ -1,0 +1,157 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/tollgate/tollgate/pdp/route"
+)
+
+// RoutesPath is where a bundle keeps its route table: data.tollgate.routes.
+// When a bundle has one, Activate compiles it and every evaluation gets the
+// route that matches the request as input.route.
+var RoutesPath = []string{"tollgate", "routes"}
+
+// routeFields are the fields of a route copied into input.route when they
+// are present, with the value the bundle gives them.
+var routeFields = []string{"id", "methods", "sensitivity", "scopes", "roles", "owner"}
+
+var (
+	keyRoute    = ast.StringTerm("route")
+	keyMatched  = ast.StringTerm("matched")
+	keyIndex    = ast.StringTerm("index")
+	keyTemplate = ast.StringTerm("template")
+	keyParams   = ast.StringTerm("params")
+
+	// noMatch is input.route when the table has no route for the request.
+	noMatch = ast.ObjectTerm(ast.Item(keyMatched, ast.BooleanTerm(false)))
+)
+
+// routeTable is a bundle's compiled route table with the parts of each
+// input.route built once: terms are never modified once built, so every
+// evaluation shares them.
+type routeTable struct {
+	table     *route.Table
+	fixed     [][][2]*ast.Term // per route: matched, index and the copied fields
+	templates [][]*ast.Term    // per route and path: the template string
+	names     [][][]*ast.Term  // per route, path and parameter: its name
+}
+
+// compileRoutes compiles the route table in a bundle's data. It returns
+// nil, nil when the bundle has no table, and an error (wrapping
+// route.ErrInvalid) when the table is not one the matcher understands; the
+// policy then matches routes itself, in Rego.
+func compileRoutes(data map[string]any) (*routeTable, error) {
+	var v any = data
+	for _, k := range RoutesPath {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, nil
+		}
+		if v, ok = m[k]; !ok {
+			return nil, nil
+		}
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: data.%s.%s is not an array", route.ErrInvalid, RoutesPath[0], RoutesPath[1])
+	}
+	routes := make([]route.Route, len(list))
+	rt := &routeTable{
+		fixed:     make([][][2]*ast.Term, len(list)),
+		templates: make([][]*ast.Term, len(list)),
+		names:     make([][][]*ast.Term, len(list)),
+	}
+	for i, item := range list {
+		obj, ok := item.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: route %d is not an object", route.ErrInvalid, i)
+		}
+		var err error
+		if routes[i].Methods, err = stringList(obj["methods"]); err != nil {
+			return nil, fmt.Errorf("%w: route %d: methods: %w", route.ErrInvalid, i, err)
+		}
+		if routes[i].Paths, err = stringList(obj["paths"]); err != nil {
+			return nil, fmt.Errorf("%w: route %d: paths: %w", route.ErrInvalid, i, err)
+		}
+		fixed := [][2]*ast.Term{
+			ast.Item(keyMatched, ast.BooleanTerm(true)),
+			ast.Item(keyIndex, ast.IntNumberTerm(i)),
+		}
+		for _, f := range routeFields {
+			fv, ok := obj[f]
+			if !ok {
+				continue
+			}
+			val, err := ast.InterfaceToValue(fv)
+			if err != nil {
+				return nil, fmt.Errorf("%w: route %d: %s: %w", route.ErrInvalid, i, f, err)
+			}
+			fixed = append(fixed, ast.Item(ast.StringTerm(f), ast.NewTerm(val)))
+		}
+		rt.fixed[i] = fixed
+		rt.templates[i] = make([]*ast.Term, len(routes[i].Paths))
+		for j, p := range routes[i].Paths {
+			rt.templates[i][j] = ast.StringTerm(p)
+		}
+	}
+	table, err := route.Compile(routes)
+	if err != nil {
+		return nil, err
+	}
+	rt.table = table
+	for i := range routes {
+		rt.names[i] = make([][]*ast.Term, len(routes[i].Paths))
+		for j := range routes[i].Paths {
+			params := table.Params(i, j)
+			names := make([]*ast.Term, len(params))
+			for k, p := range params {
+				names[k] = ast.StringTerm(p.Name)
+			}
+			rt.names[i][j] = names
+		}
+	}
+	return rt, nil
+}
+
+// stringList reads a non-empty list of non-empty strings.
+func stringList(v any) ([]string, error) {
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		return nil, errors.New("not a non-empty array")
+	}
+	out := make([]string, len(list))
+	for i, x := range list {
+		s, ok := x.(string)
+		if !ok || s == "" {
+			return nil, errors.New("item " + strconv.Itoa(i) + " is not a non-empty string")
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// term returns input.route for a request: the matched route, its template
+// and parameters, or {"matched": false}.
+func (rt *routeTable) term(a *arena, method string, segments []string) *ast.Term {
+	m, ok := rt.table.Match(method, segments)
+	if !ok {
+		return noMatch
+	}
+	names := rt.names[m.Route][m.Path]
+	params := make([][2]*ast.Term, len(m.Params))
+	for k, p := range m.Params {
+		params[k] = ast.Item(names[k], a.str(segments[p.Segment]))
+	}
+	fixed := rt.fixed[m.Route]
+	items := make([][2]*ast.Term, 0, len(fixed)+2)
+	items = append(items, fixed...)
+	items = append(items,
+		ast.Item(keyTemplate, rt.templates[m.Route][m.Path]),
+		ast.Item(keyParams, a.term(ast.NewObject(params...))),
+	)
+	return a.term(ast.NewObject(items...))
+}
