@@ -29,6 +29,10 @@ const (
 	SourceEmbedded = "embedded"
 	// SourceDirPrefix introduces a bundle directory: "dir:./policies".
 	SourceDirPrefix = "dir:"
+	// SourceFilePrefix introduces a bundle tarball (built by `opa build`
+	// or `tollgate bundle build`): "file:./bundle.tar.gz". Load reads it
+	// unsigned; package bundles/source reads it with verification.
+	SourceFilePrefix = "file:"
 )
 
 // Errors Load wraps, for errors.Is. A missing directory wraps
@@ -58,6 +62,8 @@ var notYetSupported = map[string]string{
 //	"dir:PATH"         a bundle directory, as `opa run --bundle PATH` reads it
 //	                   (PATH may be a symbolic link; links inside it are not
 //	                   followed, as in OPA)
+//	"file:PATH"        a bundle tarball, unsigned (ReadTarballFile reads
+//	                   signed ones)
 //
 // Any other source is an error wrapping ErrUnsupportedSource.
 //
@@ -109,6 +115,11 @@ func Load(ctx context.Context, source string) (*bundle.Bundle, error) {
 		return read(source, bundle.NewDirectoryLoader(root), dir)
 	}
 
+	if path, ok := strings.CutPrefix(source, SourceFilePrefix); ok && path != "" {
+		b, _, err := ReadTarballFile(filepath.Clean(path), ReadOptions{})
+		return b, err
+	}
+
 	scheme, _, found := strings.Cut(source, ":")
 	if what, ok := notYetSupported[strings.ToLower(scheme)]; found && ok {
 		return nil, fmt.Errorf("%w %q: %s are not supported yet (use %q or %q)",
@@ -138,6 +149,13 @@ func read(source string, loader bundle.DirectoryLoader, baseDir string) (*bundle
 		}
 		return nil, fmt.Errorf("bundle %s: %w: %w", source, ErrInvalidBundle, err)
 	}
+	return finish(source, &b)
+}
+
+// finish applies Tollgate's rules to a bundle OPA's reader read: no delta
+// bundles, at least one policy module, and a revision (computed when the
+// manifest has none).
+func finish(source string, b *bundle.Bundle) (*bundle.Bundle, error) {
 	if b.Type() == bundle.DeltaBundleType {
 		return nil, fmt.Errorf("bundle %s: %w: delta bundles are not supported", source, ErrInvalidBundle)
 	}
@@ -145,13 +163,13 @@ func read(source string, loader bundle.DirectoryLoader, baseDir string) (*bundle
 		return nil, fmt.Errorf("bundle %s: %w: no policy modules (*.rego, not counting *_test.rego)", source, ErrInvalidBundle)
 	}
 	if b.Manifest.Revision == "" {
-		rev, err := ComputeRevision(&b)
+		rev, err := ComputeRevision(b)
 		if err != nil {
 			return nil, fmt.Errorf("bundle %s: %w", source, err)
 		}
 		b.Manifest.Revision = rev
 	}
-	return &b, nil
+	return b, nil
 }
 
 // skipTestFiles is a loader filter (true means skip) that leaves out Rego

@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/credential"
 	"github.com/tollgate/tollgate/pdp/decision"
+	"github.com/tollgate/tollgate/pdp/decisionlog"
 	"github.com/tollgate/tollgate/pdp/policy"
 	"github.com/tollgate/tollgate/pdp/request"
 )
@@ -50,6 +51,26 @@ type Config struct {
 	// deadline fails closed (policy_error).
 	// It must be positive and at most MaxDecisionTimeout.
 	DecisionTimeout time.Duration
+	// Shadow, when set, is handed every policy decision (the policy input
+	// and the answer) once it is made, to evaluate a candidate policy on
+	// the side (package pdp/shadow). Observe must not block.
+	Shadow Observer
+	// Recorders each receive one record per decision (see Recorder).
+	Recorders []Recorder
+}
+
+// Recorder receives one record per decision, policy decisions and
+// refusals alike (see Decider.Refused): the decision log
+// (pdp/decisionlog.Logger) and the decision metrics (pdp/telemetry).
+// Record is called on the request path after the decision is made: it
+// must not block, and must not modify what the record points to.
+type Recorder interface {
+	Record(rec decisionlog.Record)
+}
+
+// Observer sees every policy decision after it is made; see Config.Shadow.
+type Observer interface {
+	Observe(in policy.Input, dec decision.Decision)
 }
 
 // Bounds of Config.DecisionTimeout.
@@ -69,6 +90,9 @@ type Decider struct {
 	authns []authn.Authenticator
 	log    *slog.Logger
 	declog *slog.Logger
+	shadow Observer
+	// recorders receive a record of each decision.
+	recorders []Recorder
 	// timeout bounds a decision, authnTimeout its credential verification.
 	timeout, authnTimeout time.Duration
 }
@@ -99,6 +123,9 @@ func New(cfg Config) (*Decider, error) {
 		authns: cfg.Authenticators,
 		log:    log,
 		declog: cfg.DecisionLog,
+		shadow: cfg.Shadow,
+
+		recorders: cfg.Recorders,
 
 		timeout:      timeout,
 		authnTimeout: timeout - min(timeout/2, max(timeout/10, 50*time.Millisecond)),
@@ -118,26 +145,79 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 	if raw.ID == "" {
 		raw.ID = decision.NewID()
 	}
+	start := time.Now()
 	req, err := request.Normalize(raw)
+	normalized := time.Now()
 	if err != nil {
 		dec := decision.Deny(400, decision.ReasonInvalidRequest)
 		dec.ID, dec.PolicyRevision = raw.ID, d.engine.Revision()
 		d.record(ctx, dec, nil, credential.None(), "", slog.String("error", err.Error()))
+		if len(d.recorders) > 0 {
+			d.emit(decisionlog.Record{Decision: dec, Time: start, Refusal: decision.ReasonInvalidRequest,
+				Stages: decisionlog.Stages{Normalize: normalized.Sub(start)}})
+		}
 		return dec
 	}
 
 	cred := d.finder.Find(req)
 	in := policy.Input{Request: req, Credential: cred}
 	in.Status, in.Error, in.Identity = d.authenticate(ctx, cred)
+	authenticated := time.Now()
 
 	dec, err := d.engine.Evaluate(ctx, in)
+	if len(d.recorders) > 0 {
+		evaluated := time.Now()
+		dec.ID = req.ID
+		recIn := in // only this copy escapes, and only when recording
+		d.emit(decisionlog.Record{Decision: dec, Time: start, Input: &recIn, RequestID: requestID(req),
+			Stages: decisionlog.Stages{Normalize: normalized.Sub(start), Authn: authenticated.Sub(normalized), Eval: evaluated.Sub(authenticated)}})
+	}
 	if err != nil {
 		d.log.LogAttrs(ctx, slog.LevelError, "policy evaluation failed; denying",
 			slog.String("decision_id", req.ID), slog.String("policy_revision", dec.PolicyRevision), slog.Any("error", err))
 	}
 	dec.ID = req.ID
 	d.record(ctx, dec, req, cred, in.Status, identityAttrs(in.Identity)...)
+	if d.shadow != nil {
+		d.shadow.Observe(in, dec)
+	}
 	return dec
+}
+
+// emit hands rec to every recorder.
+func (d *Decider) emit(rec decisionlog.Record) {
+	for _, r := range d.recorders {
+		r.Record(rec)
+	}
+}
+
+// Refused records a request an adapter refused before the pipeline ran
+// (an untrusted proxy, a forward-auth request that does not say which
+// request it asks about, a malformed body or check request), so that
+// every decision, refusals included, has its decision-log event and is
+// counted. dec must be the deny the adapter answers, with its ID; an empty
+// PolicyRevision is set to the active one. transport names the adapter,
+// peer the address that asked.
+func (d *Decider) Refused(_ context.Context, dec decision.Decision, transport, peer string) {
+	if len(d.recorders) == 0 {
+		return
+	}
+	if dec.PolicyRevision == "" {
+		dec.PolicyRevision = d.engine.Revision()
+	}
+	reason := ""
+	if len(dec.Reasons) > 0 {
+		reason = dec.Reasons[0]
+	}
+	d.emit(decisionlog.Record{Decision: dec, Time: time.Now(), Refusal: reason, Transport: transport, RequestedBy: peer})
+}
+
+// requestID is the request's x-request-id (its first value), "" when none.
+func requestID(req *request.Request) string {
+	if v := req.Headers["x-request-id"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // authenticate turns the credential into a status, an error code and, when

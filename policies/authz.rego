@@ -171,81 +171,53 @@ matched_route := object.union(
 	object.filter(data.tollgate.routes[i], _route_fields),
 	{"matched": true, "index": i, "template": template, "params": params},
 ) if {
-	[i, template, params] := _matches[0]
+	[i, template, tsegs] := _matches[0]
+	params := {_param_name(t): _segments[x] | some x, t in tsegs; startswith(t, "{")}
 }
 
 _route_fields := {"id", "methods", "sensitivity", "scopes", "roles", "owner"}
 
-# _matches are [route index, template, params] for every template that
-# matches, in table order. A route is considered only when one of its paths
-# can match the first segment (it starts with "/" and that segment, or with
-# a parameter, "**" or a doubled slash): a cheap filter, exact for a valid
-# table, before the methods and the templates are compared.
-_matches := [[i, template, params] |
+# _matches are [route index, template, template segments] for every
+# template that matches, in table order, the segments without a trailing
+# "**". A route is considered only when one of its paths can match the
+# first segment (it starts with "/" and that segment, or with a parameter,
+# "**" or a doubled slash); then its methods are checked; then its paths
+# are compared segment by segment. This relies on the table being valid: a
+# segment of a valid template that starts with "{" is a parameter, and "*"
+# only appears in a last segment "**".
+_matches := [[i, template, tsegs] |
 	some i, r in data.tollgate.routes
-	strings.any_prefix_match(r.paths, _prefixes)
-	_method_matches(r.methods, input.request.method)
+	strings.any_prefix_match(r.paths, prefixes)
+	some m in r.methods
+	upper(m) in methods
 	some template in r.paths
-	params := template_params(template, _segments)
-]
+	tsegs := regex.find_n(`[^/*]+`, template, -1)
+	fixed := count(tsegs)
 
-_prefixes := array.concat([sprintf("/%s", [concat("/", array.slice(_segments, 0, 1))])], ["/{", "/*", "//"])
+	# as many segments as the template, or more when it ends in "**"
+	k >= fixed
+	object.get({true: true}, contains(template, "**"), k == fixed)
 
-_method_matches(methods, method) if {
-	some m in methods
-	upper(m) in {method, "*"}
+	# every literal segment is equal to the request's, every parameter has one
+	[x | some x, t in tsegs; t != segs[x]; not _param_fits(t, segs[x])] == []
+] if {
+	segs := _segments
+	k := count(segs)
+	prefixes := array.concat([sprintf("/%s", [concat("/", array.slice(segs, 0, 1))])], ["/{", "/*", "//"])
+	methods := {input.request.method, "*"}
 }
 
 _segments := input.request.segments if is_array(input.request.segments)
 
 else := [s | some s in split(input.request.path, "/"); s != ""] if is_string(input.request.path)
 
-# template_params is the object of parameters template binds when it matches
-# segments, and undefined when it does not match. Unlike the matching above
-# it takes any template, valid or not.
-template_params(template, segments) := params if {
-	is_string(template)
-	is_array(segments)
-	tsegs := _template_segments(template)
-	n := count(tsegs)
-	_length_fits(tsegs, n, count(segments))
-	every i, t in tsegs {
-		_segment_fits(t, i, n, segments)
-	}
-	bindings := {[_param_name(t), segments[i]] | some i, t in tsegs; _is_param(t)}
-	count({name | some [name, _] in bindings}) == count(bindings)
-	params := {name: value | some [name, value] in bindings}
-}
-
-_template_segments(template) := [s | some s in split(template, "/"); s != ""]
-
-# A template ending in "**" needs at least its other segments; any other
-# template needs exactly its segments.
-_length_fits(tsegs, n, have) if {
-	tsegs[n - 1] == "**"
-	have >= n - 1
-}
-
-_length_fits(tsegs, n, have) if {
-	not tsegs[n - 1] == "**"
-	have == n
-}
-
-# Segment i of a template with n segments fits the request's segments.
-# "**" fits only as the last segment, where it takes the rest.
-_segment_fits("**", i, n, _) if i == n - 1
-
-_segment_fits(t, i, _, segments) if {
-	_is_param(t)
-	s := segments[i]
+_param_fits(t, s) if {
+	startswith(t, "{")
 	is_string(s)
 	s != ""
 }
 
-_segment_fits(t, i, _, segments) if {
-	t != "**"
-	t == segments[i]
-}
+_template_segments(template) := [s | some s in split(template, "/"); s != ""]
 
 _is_param(t) if {
 	startswith(t, "{")
@@ -414,16 +386,18 @@ _user_token if {
 }
 
 # Scopes and roles: input.identity.scopes / .roles as the authenticator
-# parsed them. Only when the authenticator left them out (absent or null) are
-# they read from the claims: "scope" (space separated) and "scp" (a list or a
-# space-separated string); roles from the "roles" claim.
-_scopes := _string_set(input.identity.scopes) if is_array(input.identity.scopes)
+# parsed them (a required scope, a non-empty string, is in the list or not;
+# other items never match). Only when the authenticator left them out
+# (absent or null) are they read from the claims: "scope" (space
+# separated) and "scp" (a list or a space-separated string); roles from the
+# "roles" claim.
+_scopes := input.identity.scopes if is_array(input.identity.scopes)
 
 else := _string_set(object.get(input.identity, ["claims", "scope"], null)) | _string_set(object.get(input.identity, ["claims", "scp"], null)) if {
 	is_object(input.identity)
 } else := set()
 
-_roles := _string_set(input.identity.roles) if is_array(input.identity.roles)
+_roles := input.identity.roles if is_array(input.identity.roles)
 
 else := _string_set(object.get(input.identity, ["claims", "roles"], null)) if is_object(input.identity)
 

@@ -42,7 +42,24 @@ type config struct {
 	Credentials *credential.Locations `yaml:"credentials"`
 	Bundle      struct {
 		Source string `yaml:"source"`
+		// History is how many activated revisions are kept (default 10).
+		History int `yaml:"history"`
 	} `yaml:"bundle"`
+	// OPA's sections, with OPA's meaning (see bundleconfig.go).
+	Services             map[string]serviceConfig `yaml:"services"`
+	Bundles              map[string]bundleConfig  `yaml:"bundles"`
+	Keys                 map[string]keyConfig     `yaml:"keys"`
+	PersistenceDirectory string                   `yaml:"persistence_directory"`
+	// MaxBundleAge, when set, makes /health/ready fail while the bundle's
+	// source has not confirmed the active revision for longer.
+	MaxBundleAge time.Duration `yaml:"max_bundle_age"`
+	// Admin is the admin listener (GET /v1/bundles, rollback, pinning).
+	Admin struct {
+		Listen      string `yaml:"listen"`
+		APIKeysFile string `yaml:"api_keys_file"`
+	} `yaml:"admin"`
+	// Shadow names, per bundle, the candidate evaluated beside it.
+	Shadow map[string]bundleConfig `yaml:"shadow"`
 	Policy struct {
 		Query      string `yaml:"query"`
 		CheckQuery string `yaml:"check_query"`
@@ -202,6 +219,7 @@ func (c *config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
 	}
+	errs = append(errs, c.validateBundles()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}

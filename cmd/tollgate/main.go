@@ -43,5 +43,6 @@ Start with 'tollgate serve --dev' and 'tollgate token --help'.`,
 	root.SetVersionTemplate("{{.Version}}\n") // --version prints what `tollgate version` prints
 	root.AddCommand(newServeCommand(), newTokenCommand(), newAPIKeyCommand(), newVersionCommand())
 	root.AddCommand(newTestCommand(), newFmtCommand())
+	root.AddCommand(newBundleCommand())
 	return root
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/tollgate/tollgate/bundles"
 	"github.com/tollgate/tollgate/pdp"
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/authn/apikey"
@@ -65,7 +64,7 @@ SIGTERM or SIGINT shuts down gracefully.`,
 	f.BoolVar(&fl.dev, "dev", false, "development mode: embedded policies and the development issuer; never in production")
 	f.StringVar(&fl.listen, "listen", "", "listen address (default \""+defaultListen+"\")")
 	f.StringVar(&fl.apiKeys, "api-keys", "", "API key file written by 'tollgate apikey new'")
-	f.StringVar(&fl.bundle, "bundle", "", `policy bundle source: "embedded" or "dir:PATH"`)
+	f.StringVar(&fl.bundle, "bundle", "", `policy bundle source: "embedded", "dir:PATH" (watched) or "file:PATH" (a bundle tarball, watched)`)
 	return cmd
 }
 
@@ -142,10 +141,16 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A nil *apikey.Authenticator in the interface field would not be a nil
+	// interface, and would refuse every caller: set it only when configured.
+	var clientAuthn authn.Authenticator
+	if clientTokens != nil {
+		clientAuthn = clientTokens
+	}
 	srv := server.New(d, server.Options{
 		TLSConfig:         tlsConfig,
 		RequireClientCert: tlsConfig != nil && tlsConfig.ClientCAs != nil,
-		ClientTokens:      clientTokens,
+		ClientTokens:      clientAuthn,
 		MaxBodyBytes:      c.Limits.MaxBodyBytes,
 		MaxHeaderBytes:    c.Limits.MaxHeaderBytes,
 		ReadHeaderTimeout: c.Timeouts.ReadHeader,
@@ -157,7 +162,12 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 		Logger:            log,
 		Collectors:        append([]prometheus.Collector{keyReloads}, parts.metrics...),
 		Issuers:           parts.issuerStatus(),
+		Bundles:           parts.bundles.health,
+		MaxBundleAge:      c.MaxBundleAge,
 	})
+	if err := startAdmin(ctx, c, parts.bundles, log); err != nil {
+		return err
+	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -217,10 +227,7 @@ func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*
 // keyReloads (optional, see newKeyReloadCounter) and, when parts is not nil,
 // handing runServe the metrics and the issuers' state of what it built.
 func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logger, keyReloads *prometheus.CounterVec, parts *serveParts) (*pdp.Decider, error) {
-	b, err := bundles.Load(ctx, c.Bundle.Source)
-	if err != nil {
-		return nil, fmt.Errorf("load policy bundle: %w", err)
-	}
+	var err error
 	popts := policy.Options{Query: c.Policy.Query, CheckQuery: c.Policy.CheckQuery, Logger: log}
 	if f := c.Policy.Capabilities; f != "" {
 		if popts.Capabilities, err = policy.LoadCapabilitiesFile(f); err != nil {
@@ -229,8 +236,17 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		log.Info("policy built-ins extended", "file", f, "builtins", len(popts.Capabilities.Builtins))
 	}
 	engine := policy.NewEngine(popts)
-	if err := engine.Activate(ctx, b); err != nil {
-		return nil, fmt.Errorf("activate policy bundle: %w", err)
+	// Sources are watched and polled only when serving (parts is set).
+	pb, err := startPolicyBundles(ctx, c, engine, popts, log, parts != nil)
+	if err != nil {
+		return nil, err
+	}
+	if parts != nil {
+		parts.bundles = pb
+		parts.metrics = append(parts.metrics, pb.metrics.Collectors()...)
+		if pb.shadow != nil {
+			parts.metrics = append(parts.metrics, pb.shadow.Collectors()...)
+		}
 	}
 
 	var authns []authn.Authenticator
@@ -298,5 +314,6 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		DecisionLog:    declog,
 
 		DecisionTimeout: c.Limits.DecisionTimeout,
+		Shadow:          pb.observer(),
 	})
 }

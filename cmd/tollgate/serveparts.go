@@ -14,6 +14,7 @@ import (
 type serveParts struct {
 	metrics collectorList
 	issuers *oidcjwt.Authenticator // nil without issuers
+	bundles *policyBundles         // the policy bundle's life cycle (bundleserve.go)
 }
 
 // issuerStatus is the server's Options.Issuers: nil without issuers.

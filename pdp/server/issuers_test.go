@@ -20,7 +20,7 @@ import (
 // server.Options.Collectors (as cmd/tollgate wires it).
 type collected []prometheus.Collector
 
-func (c *collected) Register(x prometheus.Collector) error { *c = append(*c, x); return nil }
+func (c *collected) Register(x prometheus.Collector) error   { *c = append(*c, x); return nil }
 func (c *collected) MustRegister(xs ...prometheus.Collector) { *c = append(*c, xs...) }
 func (c *collected) Unregister(prometheus.Collector) bool    { return false }
 

@@ -56,6 +56,14 @@ type Options struct {
 	// alone: an identity provider's outage must not take every replica out
 	// of the load balancer.
 	Issuers func() []oidcjwt.IssuerStatus
+	// Bundles, when set, reports each policy bundle's active revision and
+	// age, shown in the body of /health/ready.
+	Bundles func() []BundleStatus
+	// MaxBundleAge, when positive, makes /health/ready answer 503 while a
+	// bundle's source has not confirmed its active revision for longer
+	// (BundleStatus.CheckedAt): a stale policy takes the replica out of
+	// the load balancer instead of answering on it.
+	MaxBundleAge time.Duration
 
 	// TLSConfig, when set, makes Serve speak TLS on the listener. It must
 	// provide the server certificate (Certificates or GetCertificate). To
@@ -141,6 +149,14 @@ func Handler(d *pdp.Decider, opts Options) http.Handler {
 			code, status = http.StatusServiceUnavailable, "no active policy"
 		}
 		body := map[string]any{"status": status}
+		if opts.Bundles != nil {
+			bundles, stale := bundleHealth(opts.Bundles(), opts.MaxBundleAge, time.Now())
+			body["bundles"] = bundles
+			if stale && code == http.StatusOK {
+				code, status = http.StatusServiceUnavailable, "stale policy"
+				body["status"] = status
+			}
+		}
 		if opts.Issuers != nil {
 			// Shown, never judged: readiness follows the policy only.
 			body["issuers"] = opts.Issuers()

@@ -410,3 +410,46 @@ func testNginx(t *testing.T, e *env) {
 	}
 
 }
+
+// TestNGINXRecipeQuotesTheExample: the README's NGINX recipe quotes
+// examples/nginx/nginx.conf verbatim, in order; a line "# …" stands for
+// lines left out.
+func TestNGINXRecipeQuotesTheExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n### NGINX")
+	if !ok {
+		t.Fatal("README.md has no NGINX recipe (### NGINX)")
+	}
+	section, _, _ = strings.Cut(section, "\n### ")
+	if !strings.Contains(section, "examples/nginx/nginx.conf") {
+		t.Error("the NGINX recipe does not name examples/nginx/nginx.conf")
+	}
+	_, quote, ok := strings.Cut(section, "```nginx\n")
+	if !ok {
+		t.Fatal("the NGINX recipe has no ```nginx block")
+	}
+	quote, _, _ = strings.Cut(quote, "```")
+	conf, err := os.ReadFile(exampleConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(conf), "\n")
+	quoted := 0
+	for _, q := range strings.Split(strings.TrimRight(quote, "\n"), "\n") {
+		if strings.TrimSpace(q) == "" || strings.TrimSpace(q) == "# …" {
+			continue
+		}
+		i := slices.Index(lines, q)
+		if i < 0 {
+			t.Fatalf("the README quotes %q, which is not a line of %s (after the lines quoted before it)", q, exampleConf)
+		}
+		lines = lines[i+1:]
+		quoted++
+	}
+	if quoted < 20 {
+		t.Errorf("the README quotes only %d lines of %s", quoted, exampleConf)
+	}
+}

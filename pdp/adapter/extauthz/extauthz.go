@@ -47,6 +47,13 @@ type Decider interface {
 	Ready() bool
 }
 
+// refuser is implemented by a Decider that records requests refused
+// before the pipeline runs (pdp.Decider.Refused), so that every refusal
+// has its decision-log event and is counted.
+type refuser interface {
+	Refused(ctx context.Context, dec decision.Decision, transport, peer string)
+}
+
 // ReasonMalformedCheck: the CheckRequest has no HTTP request attributes.
 const ReasonMalformedCheck = "malformed_check_request"
 
@@ -130,6 +137,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if httpReq == nil || httpReq.GetMethod() == "" || httpReq.GetPath() == "" {
 		dec := decision.Deny(http.StatusBadRequest, ReasonMalformedCheck)
 		dec.ID = decision.NewID()
+		if rf, ok := s.decider.(refuser); ok {
+			rf.Refused(ctx, dec, "ext_authz", req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress())
+		}
 		return s.denied(dec), nil
 	}
 	return s.respond(s.decider.Decide(ctx, original(req, httpReq))), nil

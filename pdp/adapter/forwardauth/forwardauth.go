@@ -30,10 +30,11 @@
 //     the hop before it is trusted.
 //
 // Any other target (a look-alike or percent-encoded prefix, an absolute-form
-// target) is refused with 403 missing_original_request. Forwarded (RFC 7239)
-// and X-Original-URL are never read in either form, and no forwarding or
-// hop-by-hop header reaches the policy as a request header. X-Forwarded-Host
-// and X-Forwarded-Proto may appear once.
+// target) is refused with 403 missing_original_request. The values of
+// Forwarded (RFC 7239), X-Original-URL and X-Forwarded-Prefix are never
+// read in either form, and no forwarding or hop-by-hop header reaches the
+// policy as a request header. X-Forwarded-Host and X-Forwarded-Proto may
+// appear once.
 //
 // Forwarded headers are honoured only from configured trusted proxies. The
 // answer is exactly 200 with the policy's identity headers on allow, and the
@@ -60,6 +61,13 @@ type Decider interface {
 	Decide(ctx context.Context, raw request.Raw) decision.Decision
 }
 
+// refuser is implemented by a Decider that records requests refused
+// before the pipeline runs (pdp.Decider.Refused), so that every refusal
+// has its decision-log event and is counted.
+type refuser interface {
+	Refused(ctx context.Context, dec decision.Decision, transport, peer string)
+}
+
 // Reasons this adapter produces without asking the policy.
 const (
 	// ReasonUntrustedProxy: forwarded headers came from an address that is
@@ -82,10 +90,12 @@ type Options struct {
 	// Realm is the realm of the WWW-Authenticate challenge; default "tollgate".
 	Realm string
 	// PathPrefix is the path this handler is mounted at, default
-	// "/v1/forward-auth". A request to PathPrefix + "/original/path?query"
-	// without forwarding headers asks about the original path, with the
-	// request's own method: the shape of Envoy's HTTP ext_authz service
-	// (path_prefix).
+	// "/v1/forward-auth". A request to exactly PathPrefix (maybe with a
+	// query) is the header form; PathPrefix + "/original/path?query" is the
+	// prefix form (Envoy's HTTP ext_authz path_prefix), which asks about the
+	// original path with the request's own method and refuses headers that
+	// name a request line; any other target is refused (see the package
+	// doc).
 	PathPrefix string
 	Logger     *slog.Logger
 }
@@ -152,13 +162,13 @@ func kindOf(canonicalName string) headerKind {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	peer := peerAddr(r.RemoteAddr)
 	if !h.isTrusted(peer) {
-		h.write(w, withID(decision.Deny(http.StatusForbidden, ReasonUntrustedProxy)))
+		h.write(w, h.refuse(r, peer, decision.Deny(http.StatusForbidden, ReasonUntrustedProxy)))
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "forward-auth request from an untrusted address", slog.String("peer", peer.String()))
 		return
 	}
 	raw, problem := h.original(r, peer)
 	if problem != "" {
-		h.write(w, withID(decision.Deny(http.StatusForbidden, problem)))
+		h.write(w, h.refuse(r, peer, decision.Deny(http.StatusForbidden, problem)))
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "forward-auth request refused before the policy", slog.String("reason", problem))
 		return
 	}
@@ -268,14 +278,16 @@ func forwardingHeaders(hdr http.Header) map[string][]string {
 	return fwd
 }
 
-// single returns the header's value (trimmed), "" when it is absent, and
-// false when it is repeated.
+// single returns the header's value, without the optional white space
+// (SP and HTAB, RFC 9110 §5.5) around it, "" when it is absent, and false
+// when it is repeated. Other white space (U+00A0, U+0085, …) is kept, so the
+// normalizer refuses it as it does through /v1/decision.
 func single(fwd map[string][]string, name string) (string, bool) {
 	switch v := fwd[name]; len(v) {
 	case 0:
 		return "", true
 	case 1:
-		return strings.TrimSpace(v[0]), true
+		return strings.Trim(v[0], " \t"), true
 	}
 	return "", false
 }
@@ -309,7 +321,7 @@ func (h *Handler) clientIP(xff []string, peer netip.Addr) netip.Addr {
 	}
 	client := peer
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		a, err := netip.ParseAddr(strings.Trim(hops[i], " \t"))
 		if err != nil {
 			return client
 		}
@@ -375,6 +387,20 @@ func challenge(realm string, reasons []string) string {
 		}
 	}
 	return c
+}
+
+// refuse gives a refusal its decision id and records it when the decider
+// records refusals.
+func (h *Handler) refuse(r *http.Request, peer netip.Addr, d decision.Decision) decision.Decision {
+	d = withID(d)
+	if rf, ok := h.decider.(refuser); ok {
+		addr := ""
+		if peer.IsValid() {
+			addr = peer.String()
+		}
+		rf.Refused(r.Context(), d, "forward-auth", addr)
+	}
+	return d
 }
 
 func withID(d decision.Decision) decision.Decision {

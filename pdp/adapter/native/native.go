@@ -27,6 +27,13 @@ type Decider interface {
 	Decide(ctx context.Context, raw request.Raw) decision.Decision
 }
 
+// refuser is implemented by a Decider that records requests refused
+// before the pipeline runs (pdp.Decider.Refused), so that every refusal
+// has its decision-log event and is counted.
+type refuser interface {
+	Refused(ctx context.Context, dec decision.Decision, transport, peer string)
+}
+
 // DefaultMaxBodyBytes bounds the request body when Options.MaxBodyBytes is 0.
 const DefaultMaxBodyBytes = 64 << 10
 
@@ -174,6 +181,12 @@ type errorBody struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, status, err := h.decode(r.Body, w)
 	if err != nil {
+		if rf, ok := h.decider.(refuser); ok {
+			dec := decision.Deny(status, decision.ReasonInvalidRequest)
+			dec.ID = decision.NewID()
+			rf.Refused(r.Context(), dec, "decision", r.RemoteAddr)
+			w.Header().Set("X-Decision-Id", dec.ID)
+		}
 		writeJSON(w, status, errorBody{Error: err.Error()})
 		return
 	}

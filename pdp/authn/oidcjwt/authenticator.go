@@ -24,7 +24,7 @@
 // most once per Config.RefetchInterval per issuer; it waits for that fetch
 // only as long as its context allows, and tokens with known keys never wait
 // behind a fetch. RSA keys under MinRSAKeyBits are refused (logged once per
-// key). Status reports each issuer's state, Generation tells a cache of
+// key). Status reports each issuer's state, KeyEpoch tells a cache of
 // verified tokens that a key was withdrawn, Close stops the loops.
 package oidcjwt
 
@@ -61,11 +61,11 @@ type Authenticator struct {
 	log      *slog.Logger
 	client   *http.Client
 
-	generation atomic.Uint64 // see Generation
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	closeOnce  sync.Once
-	metrics    *metrics // nil without a Registerer
+	epoch     atomic.Uint64 // see KeyEpoch
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	metrics   *metrics // nil without a Registerer
 }
 
 var _ authn.Authenticator = (*Authenticator)(nil)
@@ -110,8 +110,8 @@ type IssuerStatus struct {
 	// found the keys not modified); zero before the first.
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
-	// Generation counts the refreshes of this issuer that withdrew a key.
-	Generation uint64 `json:"generation"`
+	// KeyEpoch counts the refreshes of this issuer that withdrew a key.
+	KeyEpoch uint64 `json:"key_epoch"`
 }
 
 // New validates cfg and starts each issuer without a KeySet: a background
@@ -219,7 +219,7 @@ func (a *Authenticator) newRemoteKeySet(life context.Context, cfg Config, ic Iss
 				a.metrics.count(kind, name, result)
 			}
 		},
-		changed: func() { a.generation.Add(1) },
+		changed: func() { a.epoch.Add(1) },
 		life:    life,
 		wg:      &a.wg,
 	}
@@ -257,13 +257,14 @@ func (a *Authenticator) Status() []IssuerStatus {
 	return out
 }
 
-// Generation changes each time a refresh withdraws a key from any issuer's
+// KeyEpoch changes each time a refresh withdraws a key from any issuer's
 // key set (a key that left the set, or whose kid, alg or use changed); it
-// never changes otherwise. A cache of verified tokens records it with each
-// entry and treats an entry made at another generation as stale, so a token
-// signed by a withdrawn key is verified again (and refused). It is one
-// atomic load.
-func (a *Authenticator) Generation() uint64 { return a.generation.Load() }
+// never changes otherwise (keys added, a refresh that failed or found the
+// set unchanged). A cache of verified tokens records it with each entry and
+// treats an entry made under another epoch as stale, so a token signed by a
+// withdrawn key is verified again, and refused (see tokencache.Epocher). It
+// is one atomic load.
+func (a *Authenticator) KeyEpoch() uint64 { return a.epoch.Load() }
 
 // discover fetches the issuer's discovery document and returns its jwks_uri.
 func discover(ctx context.Context, client *http.Client, iss string) (string, error) {

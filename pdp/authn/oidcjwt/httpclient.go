@@ -47,6 +47,14 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// CloseIdleConnections passes on to the base transport, so that
+// Authenticator.Close leaves no idle connection behind.
+func (t *limitTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // limitedBody reads up to limit bytes and fails if the body holds more.
 type limitedBody struct {
 	rc    io.ReadCloser

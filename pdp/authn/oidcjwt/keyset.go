@@ -112,7 +112,7 @@ type remoteKeySet struct {
 	refetched   bool
 	lastRefetch time.Time // start of the last fetch caused by an unknown kid (injected clock)
 	lastErr     error     // outcome of the last fetch or discovery attempt
-	generation  uint64    // incremented when a key leaves the set
+	epoch       uint64    // incremented when a key leaves the set
 	inflight    *inflight
 	refused     map[string]bool // thumbprints of refused keys already logged
 }
@@ -308,7 +308,7 @@ func (ks *remoteKeySet) run(first func()) {
 		next := ks.refresh
 		switch {
 		case fl.err != nil:
-			next = bo.next()
+			next = max(bo.next(), MinJWKSRefreshInterval)
 		default:
 			bo.reset()
 			if fl.maxAge > 0 {
@@ -415,7 +415,7 @@ func (ks *remoteKeySet) fetch(fl *inflight) {
 		ks.keys, ks.ids, ks.loaded, ks.etag = res.keys, ids, true, res.etag
 		ks.lastSuccess = ks.now()
 		if removed > 0 {
-			ks.generation++
+			ks.epoch++
 		}
 	}
 	ks.lastErr = err
@@ -518,7 +518,7 @@ func (ks *remoteKeySet) status() IssuerStatus {
 		Issuer:      ks.issuer,
 		Keys:        len(ks.keys),
 		LastSuccess: ks.lastSuccess,
-		Generation:  ks.generation,
+		KeyEpoch:    ks.epoch,
 	}
 	if ks.lastErr != nil {
 		st.LastError = publicError(ks.lastErr)

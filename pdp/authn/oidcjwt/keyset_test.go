@@ -158,16 +158,16 @@ func TestWithdrawnKeyStopsVerifyingAtTheScheduledRefresh(t *testing.T) {
 			key := f.iss.Key(tc.withdraw)
 			tok := f.iss.Mint(f.claims(nil), append([]authntest.MintOption{authntest.WithKey(key)}, tc.opts...)...)
 			f.mustAccept(t, tok)
-			gen := f.auth.Generation()
+			gen := f.auth.KeyEpoch()
 
 			f.iss.RemoveKey(tc.withdraw)
 			f.mustAccept(t, tok) // cached until the refresh
 			f.refreshed(t, every)
 			f.mustReject(t, tok, tc.reason)
-			if f.auth.Generation() == gen {
-				t.Error("Generation did not change when a key left the set")
+			if f.auth.KeyEpoch() == gen {
+				t.Error("KeyEpoch did not change when a key left the set")
 			}
-			if st := f.status(t); st.State != oidcjwt.StateReady || st.Keys != 1 || st.Generation != 1 {
+			if st := f.status(t); st.State != oidcjwt.StateReady || st.Keys != 1 || st.KeyEpoch != 1 {
 				t.Errorf("status = %+v", st)
 			}
 			// The remaining key still verifies, without a fetch.
@@ -184,12 +184,12 @@ func TestWithdrawnKeyStopsVerifyingAtTheScheduledRefresh(t *testing.T) {
 	}
 }
 
-// TestGenerationChangesOnlyWhenAKeyLeaves: the signal a cache of verified
+// TestKeyEpochChangesOnlyWhenAKeyLeaves: the signal a cache of verified
 // tokens relies on.
-func TestGenerationChangesOnlyWhenAKeyLeaves(t *testing.T) {
+func TestKeyEpochChangesOnlyWhenAKeyLeaves(t *testing.T) {
 	f := newFixture(t, nil)
 	every := oidcjwt.DefaultJWKSRefreshInterval
-	g := f.auth.Generation()
+	g := f.auth.KeyEpoch()
 	steps := []struct {
 		name    string
 		do      func()
@@ -208,9 +208,9 @@ func TestGenerationChangesOnlyWhenAKeyLeaves(t *testing.T) {
 	for _, s := range steps {
 		s.do()
 		f.refreshed(t, every)
-		got := f.auth.Generation()
+		got := f.auth.KeyEpoch()
 		if (got != g) != s.changes {
-			t.Errorf("%s: generation %d -> %d, want a change: %v", s.name, g, got, s.changes)
+			t.Errorf("%s: key epoch %d -> %d, want a change: %v", s.name, g, got, s.changes)
 		}
 		g = got
 	}
@@ -704,3 +704,6 @@ func TestMetrics(t *testing.T) {
 	a.Close()
 
 }
+
+// The token cache's consumer-owned interface (pdp/authn/tokencache.Epocher).
+var _ interface{ KeyEpoch() uint64 } = (*oidcjwt.Authenticator)(nil)

@@ -1,3 +1,0 @@
-module github.com/tollgate/tollgate/test/tools/traefik
-
-go 1.26.8
