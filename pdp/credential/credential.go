@@ -4,7 +4,10 @@
 // nothing downstream (policy input, decision log) can see it.
 package credential
 
-import "log/slog"
+import (
+	"crypto/sha256"
+	"log/slog"
+)
 
 // Type is the kind of credential.
 type Type string
@@ -30,10 +33,17 @@ const (
 // Secret is a raw credential value. Its String, GoString, LogValue and
 // MarshalJSON methods never reveal it, so an accidental %v, log attribute
 // or JSON encoding prints "[redacted]". Use Reveal to read it.
-type Secret struct{ v string }
+//
+// A Secret computes its Digest once, when it is made: the fingerprint, the
+// cache keys and the policy input all read it, and none of them hashes the
+// secret again.
+type Secret struct {
+	v   string
+	sum [sha256.Size]byte // Digest, computed by NewSecret
+}
 
 // NewSecret wraps a raw credential value.
-func NewSecret(v string) Secret { return Secret{v: v} }
+func NewSecret(v string) Secret { return Secret{v: v, sum: digest(v)} }
 
 // Reveal returns the raw value. Only verifiers should call it.
 func (s Secret) Reveal() string { return s.v }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/big"
 	"strings"
+	"unsafe"
 )
 
 // Digest returns the SHA-256 of the secret's canonical form, the key to use
@@ -27,10 +28,19 @@ import (
 // canonical form. Two secrets with equal digests are therefore either both
 // acceptable or both refused.
 func (s Secret) Digest() [sha256.Size]byte {
-	if canon, ok := lowSJWS(s.v); ok {
-		return sha256.Sum256([]byte(canon))
+	if s.v == "" {
+		return digest("") // the zero Secret
 	}
-	return sha256.Sum256([]byte(s.v))
+	return s.sum
+}
+
+// digest computes Digest. The string's bytes are passed to SHA-256 without
+// a copy: Sum256 only reads them, and strings are immutable.
+func digest(v string) [sha256.Size]byte {
+	if canon, ok := lowSJWS(v); ok {
+		v = canon
+	}
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(v), len(v)))
 }
 
 // Fingerprint returns a short, non-reversible identifier of the secret,

@@ -4,9 +4,11 @@
 // It wraps the authenticator that verifies tokens (oidcjwt) and answers for
 // it when it can:
 //
-//   - the key is the SHA-256 of the token's exact bytes; the raw token is
-//     never kept. Verifiers refuse non-canonical encodings of a token, so one
-//     token has one key;
+//   - the key is the credential's canonical digest (credential.Secret.Digest:
+//     the SHA-256 of the token, an ECDSA signature taken in its low-S form);
+//     the raw token is never kept. Verifiers refuse non-canonical base64url,
+//     so one token has one key, and equal keys mean equal verification
+//     outcomes;
 //   - only accepted tokens are kept; a rejection or an error is never cached,
 //     so a token cannot be "stuck" rejected after a key rotation and a flood
 //     of bad tokens cannot fill the cache;
@@ -27,7 +29,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"time"
-	"unsafe"
 
 	"github.com/maypok86/otter/v2"
 
@@ -139,7 +140,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred credential.Creden
 	if cred.Type != credential.TypeBearer || cred.Secret.Empty() {
 		return a.next.Authenticate(ctx, cred)
 	}
-	key := digest(cred.Secret.Reveal())
+	key := cred.Secret.Digest()
 	epoch := a.epoch()
 	if e, ok := a.cache.GetIfPresent(key); ok {
 		if e.epoch == epoch && a.now().Before(e.expiresAt) {
@@ -156,12 +157,6 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred credential.Creden
 		a.cache.Set(key, entry{id: out.Identity, expiresAt: exp, epoch: epoch})
 	}
 	return out, nil
-}
-
-// digest is the SHA-256 of s, without copying s: Sum256 only reads its
-// argument, so the bytes of the (immutable) string are passed as they are.
-func digest(s string) [sha256.Size]byte {
-	return sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // Len is the number of tokens kept (an estimate while evictions run).
