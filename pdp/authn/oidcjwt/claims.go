@@ -65,12 +65,13 @@ func (a *Authenticator) check(iss *issuer, tok unverified, payload []byte) (*aut
 	}
 
 	return &authn.Identity{
-		Kind:    authn.KindUser,
-		Subject: sub,
-		Issuer:  iss.name,
-		Claims:  claims,
-		Scopes:  scopes(claims),
-		Roles:   roles(claims),
+		Kind:      authn.KindUser,
+		Subject:   sub,
+		Issuer:    iss.name,
+		Claims:    claims,
+		Scopes:    scopes(claims),
+		Roles:     roles(claims),
+		ExpiresAt: exp,
 	}, ""
 }
 

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary be the ceiling server too, as the harness
+// starts it (os.Executable with ceilingEnv set).
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(ceilingEnv); addr != "" {
+		if err := serveCeiling(addr); err != nil {
+			os.Stderr.WriteString("ceiling: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs the whole harness briefly (every server, the NGINX
+// scenario when nginx is installed, or always under TOLLGATE_E2E=1) and
+// checks that it answers correctly and writes its report and chart, so that
+// the harness cannot rot. TOLLGATE_LOAD_TOLLGATE=BIN runs a prebuilt
+// tollgate instead of building ./cmd/tollgate.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers and builds tollgate")
+	}
+	dir := t.TempDir()
+	args := []string{"-duration", "300ms", "-users", "50", "-rounds", "1", "-warmup", "100ms", "-concurrency", "4,8",
+		"-out", filepath.Join(dir, "BENCHMARKS.md"), "-chart", filepath.Join(dir, "benchmarks.png")}
+	if os.Getenv("TOLLGATE_E2E") == "1" {
+		args = append(args, "-nginx", "on")
+	}
+	if bin := os.Getenv("TOLLGATE_LOAD_TOLLGATE"); bin != "" {
+		args = append(args, "-tollgate", bin)
+	}
+	o, err := parseFlags(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), o, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"| ceiling | 4 |", "| opa | 8 |", "| tollgate | 4 |", "| tollgate | 8 |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the table has no row %q:\n%s", want, out.String())
+		}
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "BENCHMARKS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(md, out.Bytes()) || !bytes.Contains(md, []byte("](benchmarks.png)")) {
+		t.Errorf("BENCHMARKS.md lacks the table or the chart:\n%s", md)
+	}
+	png, err := os.ReadFile(filepath.Join(dir, "benchmarks.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Error("the chart is not a PNG")
+	}
+}
+
+func TestParseShares(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"60,10,10,15,5", true},
+		{"0,0,0,0,100", true},
+		{"100,0,0,0,0", true},
+		{"60,10,10,15,6", false}, // 101
+		{"60,10,10,15", false},   // too few
+		{"60,10,10,15,5,0", false},
+		{"60,10,10,20,-0x", false},
+		{"-5,20,20,60,5", false},
+		{"", false},
+	} {
+		_, err := parseShares(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("parseShares(%q): err %v, want ok %t", tc.in, err, tc.ok)
+		}
+	}
+}
+
+func TestParseFlagsRefuses(t *testing.T) {
+	for _, args := range [][]string{
+		{"-users", "1"},
+		{"-concurrency", "16,x"},
+		{"-concurrency", "0"},
+		{"-duration", "0s"},
+		{"-rounds", "0"},
+		{"-nginx", "maybe"},
+		{"-decision-timeout", "-1s"},
+		{"-mix", "50,50,0,0,1"},
+		{"extra"},
+	} {
+		if _, err := parseFlags(args); err == nil {
+			t.Errorf("parseFlags(%q) accepted it", args)
+		}
+	}
+}
+
+// testUsers are users with fake tokens: the generator does not look into them.
+func testUsers(n int) []user {
+	us := make([]user, n)
+	for i := range us {
+		us[i] = user{subject: "user-" + string(rune('a'+i%26)) + strings.Repeat("x", i/26), customer: string(rune('0'+i%10)) + strings.Repeat("7", i/10+1), token: "h.p.s" + strings.Repeat("q", i)}
+	}
+	return us
+}
+
+// TestGenerator checks the mix: shares within a few percent of what was
+// asked, every call's expectation consistent with what it asks, the other
+// user's record never the caller's own, request ids all distinct.
+func TestGenerator(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		users  int
+		shares shares
+	}{
+		{"default", 200, defaultShares},
+		{"two users, all other-record", 2, shares{0, 0, 100, 0, 0}},
+		{"even", 50, shares{20, 20, 20, 20, 20}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			users := testUsers(tc.users)
+			owner := map[string]string{} // subject -> customer
+			for _, u := range users {
+				owner[u.subject] = u.customer
+			}
+			g := &generator{users: users, apiKey: "tgk_id_secret", keyOwner: "catalog", shares: tc.shares, requestIDs: true,
+				prefix: "t-", rnd: rand.New(rand.NewPCG(7, uint64(tc.users)))}
+			const n = 20_000
+			var counts [numKinds]int
+			ids := map[string]bool{}
+			for range n {
+				c := g.next()
+				counts[c.kind]++
+				id := requestID(&c)
+				if id == "" || ids[id] {
+					t.Fatalf("request id %q empty or repeated", id)
+				}
+				ids[id] = true
+				var doc struct {
+					Method, Path string
+					Headers      map[string]string
+				}
+				if err := json.Unmarshal(c.decisionJSON(nil), &doc); err != nil || doc.Path != c.target || len(doc.Headers) != len(c.headers)/2 {
+					t.Fatalf("decisionJSON of %+v: %v %+v", c, err, doc)
+				}
+				bearer := strings.TrimPrefix(doc.Headers["authorization"], "Bearer ")
+				var caller *user
+				for i := range users {
+					if users[i].token == bearer {
+						caller = &users[i]
+					}
+				}
+				switch c.kind {
+				case ownOrders, ownRecord:
+					if caller == nil || !strings.HasPrefix(c.target, "/customers/"+caller.customer) || !c.allow || c.subject != caller.subject {
+						t.Fatalf("%s: %+v", c.kind, c)
+					}
+				case otherRecord:
+					if caller == nil || c.target == "/customers/"+caller.customer || c.allow || c.status != 403 || c.subject != "" {
+						t.Fatalf("%s: %+v", c.kind, c)
+					}
+				case products:
+					key := doc.Headers["x-api-key"]
+					if !c.allow || (key != "" && c.subject != "catalog") || (key == "" && (caller == nil || c.subject != caller.subject)) {
+						t.Fatalf("%s: %+v", c.kind, c)
+					}
+				case public:
+					if !c.allow || c.subject != "" || doc.Headers["authorization"] != "" || doc.Headers["x-api-key"] != "" {
+						t.Fatalf("%s: %+v", c.kind, c)
+					}
+				}
+			}
+			for k, got := range counts {
+				want := tc.shares[k] * n / 100
+				if d := got - want; d > n/50 || d < -n/50 {
+					t.Errorf("%s: %d calls, want about %d", kind(k), got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckCatchesWrongAnswers: every way a decision can differ from the
+// expectation is a wrong answer.
+func TestCheckCatchesWrongAnswers(t *testing.T) {
+	allow := call{kind: ownRecord, allow: true, status: 200, subject: "user-1"}
+	deny := call{kind: otherRecord, allow: false, status: 403}
+	for _, tc := range []struct {
+		name  string
+		c     call
+		d     decisionAnswer
+		wrong bool
+	}{
+		{"allow as expected", allow, decisionAnswer{Allow: true, Status: 200, Headers: map[string]string{"x-user-id": "user-1"}}, false},
+		{"deny as expected", deny, decisionAnswer{Allow: false, Status: 403}, false},
+		{"deny instead of allow", allow, decisionAnswer{Allow: false, Status: 403}, true},
+		{"allow instead of deny", deny, decisionAnswer{Allow: true, Status: 200}, true},
+		{"another user", allow, decisionAnswer{Allow: true, Status: 200, Headers: map[string]string{"x-user-id": "user-2"}}, true},
+		{"no identity", allow, decisionAnswer{Allow: true, Status: 200}, true},
+		{"401 instead of 403", deny, decisionAnswer{Allow: false, Status: 401}, true},
+		{"identity on a deny", deny, decisionAnswer{Allow: false, Status: 403, Headers: map[string]string{"x-user-id": "user-1"}}, true},
+	} {
+		err := tc.d.check(&tc.c)
+		if (err != nil) != tc.wrong {
+			t.Errorf("%s: check = %v, want wrong %t", tc.name, err, tc.wrong)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 1000; i++ {
+		d = append(d, time.Duration(i))
+	}
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500}, {0.99, 990}, {0.999, 999}, {1, 1000}, {0, 1}} {
+		if got := percentile(d, tc.q); got != tc.want {
+			t.Errorf("percentile(%v) = %d, want %d", tc.q, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 0.5); got != 0 {
+		t.Errorf("percentile of nothing = %d", got)
+	}
+}
+
+// TestProcStats reads this process's own CPU time and peak RSS, which
+// must grow with work and allocation.
+func TestProcStats(t *testing.T) {
+	pid := os.Getpid()
+	before, err := cpuSeconds(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<20)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		_ = rand.Int() // burn CPU
+	}
+	after, err := cpuSeconds(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after <= before {
+		t.Errorf("CPU seconds did not grow: %v then %v", before, after)
+	}
+	rss, err := peakRSS(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss < int64(len(buf)) {
+		t.Errorf("peak RSS %d, below the %d bytes just written", rss, len(buf))
+	}
+	if _, err := cpuSeconds(-1); err == nil {
+		t.Error("cpuSeconds of no process succeeded")
+	}
+}
+
+func TestCheckJSONSafe(t *testing.T) {
+	for _, s := range []string{`a"b`, `a\b`, "a\nb", "a\x00", "é"} {
+		if checkJSONSafe("s", s) == nil {
+			t.Errorf("checkJSONSafe(%q) accepted it", s)
+		}
+	}
+	if err := checkJSONSafe("s", "eyJhbGciOi.eyJzdWIi.sig-_"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestOPAPeerPolicy runs the OPA peer's Rego tests (opa/authz_test.rego)
+// with `opa test` on the bundle the harness writes, with the route table of
+// policies/, and checks the peer with `opa check --strict` and `opa fmt`.
+func TestOPAPeerPolicy(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := ensureOPA(t.Context(), root, "test/.bin/opa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := routeTable(t.Context(), root, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile(filepath.Join("opa", "authz_test.rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := writeOPABundle(dir, routes, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "loadtest", "authz_test.rego"), tests, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"check", "--strict", dir},
+		{"fmt", "--list", "--fail", "opa"},
+		{"test", "--fail-on-empty", "-v", dir},
+	} {
+		out, err := exec.CommandContext(t.Context(), bin, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("opa %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
