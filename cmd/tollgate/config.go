@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -32,6 +33,11 @@ type config struct {
 		TokensFile     string        `yaml:"tokens_file"`
 		ReloadInterval time.Duration `yaml:"reload_interval"`
 	} `yaml:"clients"`
+	// GRPC is Envoy's ext_authz v3 gRPC listener (and the gRPC health
+	// service); off when Listen is empty.
+	GRPC struct {
+		Listen string `yaml:"listen"`
+	} `yaml:"grpc"`
 	TrustedProxies []string       `yaml:"trusted_proxies"`
 	Issuers        []issuerConfig `yaml:"issuers"`
 	ClockSkew      time.Duration  `yaml:"clock_skew"`
@@ -74,6 +80,11 @@ type config struct {
 		// DecisionTimeout bounds each decision (pdp.Config.DecisionTimeout);
 		// 0 means pdp.DefaultDecisionTimeout.
 		DecisionTimeout time.Duration `yaml:"decision_timeout"`
+		// TokenCacheEntries and TokenCacheBytes bound the verified-token
+		// cache (pdp/authn/tokencache); 0 means its defaults (100,000
+		// tokens, 64 MiB), -1 entries turns the cache off.
+		TokenCacheEntries int   `yaml:"token_cache_entries"`
+		TokenCacheBytes   int64 `yaml:"token_cache_bytes"`
 	} `yaml:"limits"`
 	Timeouts struct {
 		ReadHeader time.Duration `yaml:"read_header"`
@@ -82,9 +93,21 @@ type config struct {
 		Idle       time.Duration `yaml:"idle"`
 		Shutdown   time.Duration `yaml:"shutdown"`
 	} `yaml:"timeouts"`
+	// DecisionLog is deprecated: enabled: true is decision_logs:
+	// {console: true}.
 	DecisionLog struct {
 		Enabled bool `yaml:"enabled"`
 	} `yaml:"decision_log"`
+	// DecisionLogs is OPA's decision_logs section, with OPA's meaning
+	// (decisionlogs.go); off when absent.
+	DecisionLogs *decisionLogsConfig `yaml:"decision_logs"`
+	// Labels are OPA's labels: added to every decision-log event, beside
+	// id and version.
+	Labels map[string]string `yaml:"labels"`
+	// DistributedTracing is OPA's distributed_tracing section: OTLP
+	// export of decision spans (decisionlogs.go); off when absent.
+	DistributedTracing tracingConfig `yaml:"distributed_tracing"`
+
 	Log struct {
 		Level  string `yaml:"level"`  // debug, info, warn, error
 		Format string `yaml:"format"` // json or text
@@ -184,6 +207,13 @@ func (c *config) validate() error {
 	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
 		errs = append(errs, errors.New("tls.client_ca_file needs tls.cert_file and tls.key_file: client certificates need TLS"))
 	}
+	if l := c.GRPC.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			errs = append(errs, fmt.Errorf("grpc.listen %q: want host:port", l))
+		} else if l == c.Listen {
+			errs = append(errs, errors.New("grpc.listen must differ from listen"))
+		}
+	}
 	if c.Clients.ReloadInterval < 0 {
 		errs = append(errs, errors.New("clients.reload_interval must not be negative"))
 	}
@@ -203,6 +233,9 @@ func (c *config) validate() error {
 	if c.ClockSkew < 0 || c.ClockSkew > 5*time.Minute {
 		errs = append(errs, fmt.Errorf("clock_skew %s: want between 0s and 5m", c.ClockSkew))
 	}
+	if c.Limits.TokenCacheEntries < -1 || c.Limits.TokenCacheBytes < 0 {
+		errs = append(errs, errors.New("limits.token_cache_entries must be -1 (off), 0 (default) or positive, and limits.token_cache_bytes not negative"))
+	}
 	if c.Limits.MaxBodyBytes < 0 || c.Limits.MaxHeaderBytes < 0 || c.Limits.MaxTokenBytes < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
@@ -220,6 +253,8 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
 	}
 	errs = append(errs, c.validateBundles()...)
+	errs = append(errs, c.validateDecisionLogs()...)
+	errs = append(errs, c.validateTracing()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid config: %w", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,8 +21,10 @@ import (
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/authn/apikey"
 	"github.com/tollgate/tollgate/pdp/authn/oidcjwt"
+	"github.com/tollgate/tollgate/pdp/authn/tokencache"
 	"github.com/tollgate/tollgate/pdp/policy"
 	"github.com/tollgate/tollgate/pdp/server"
+	"github.com/tollgate/tollgate/pdp/telemetry"
 )
 
 type serveFlags struct {
@@ -37,7 +41,9 @@ func newServeCommand() *cobra.Command {
 		Use:   "serve [--dev | --config FILE]",
 		Short: "Run the policy decision point",
 		Long: `Run the policy decision point: POST /v1/decision, /v1/forward-auth,
-/health/live and /health/ready.
+POST /v1/data (OPA's data API, for Kong and APISIX), /health/live and
+/health/ready; with grpc.listen set, Envoy's ext_authz v3 gRPC service and
+the gRPC health service on that address.
 
 With --dev no file is needed: the embedded default policies, the development
 OIDC issuer (tokens from 'tollgate token'), decision logs on stderr, listening
@@ -88,7 +94,7 @@ func resolveConfig(fl serveFlags) (*config, error) {
 		return nil, err
 	}
 	if fl.dev {
-		c.DecisionLog.Enabled = true
+		c.DecisionLogs = &decisionLogsConfig{Console: true}
 		c.Log.Format = "text"
 		c.TrustedProxies = []string{"127.0.0.1/32", "::1/128"}
 	}
@@ -108,10 +114,12 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(strings.ToUpper(c.Log.Level)))
 	opts := &slog.HandlerOptions{Level: lvl}
+	// Lines logged with a decision's context carry its decision_id and
+	// request_id (telemetry.LogHandler).
 	if c.Log.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts)))
 }
 
 func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
@@ -129,6 +137,9 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Deferred first, so it runs last: after the listeners' graceful
+	// shutdowns, the decision log delivers what is left.
+	defer parts.telemetry.stop(5 * time.Second)
 	proxies, err := c.trustedProxies()
 	if err != nil {
 		return err
@@ -165,7 +176,7 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 		Bundles:           parts.bundles.health,
 		MaxBundleAge:      c.MaxBundleAge,
 	})
-	if err := startAdmin(ctx, c, parts.bundles, log); err != nil {
+	if err := startAdmin(ctx, c, parts.bundles, tlsConfig, log); err != nil {
 		return err
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Listen)
@@ -176,6 +187,16 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 	log.Info("tollgate listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil,
 		"client_certificates", tlsConfig != nil && tlsConfig.ClientCAs != nil, "client_tokens", clientTokens != nil,
 		"policy_revision", d.Revision())
+	var grpcTokens authn.Authenticator // a nil *apikey.Authenticator must stay a nil interface
+	if clientTokens != nil {
+		grpcTokens = clientTokens
+	}
+	stopGRPC, err := startGRPC(ctx, c, d, tlsConfig, grpcTokens, log)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer stopGRPC() // gracefully, after the HTTP server's graceful shutdown
 	return srv.Serve(ctx, ln)
 }
 
@@ -285,10 +306,24 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		if err != nil {
 			return nil, fmt.Errorf("oidc issuers: %w", err)
 		}
-		authns = append(authns, jwts)
 		if parts != nil {
 			parts.issuers = jwts
 		}
+		verifier := authn.Authenticator(jwts)
+		if c.Limits.TokenCacheEntries >= 0 {
+			// A token seen before is not verified again: the cache keeps
+			// identities until exp, and drops them when a key leaves a JWKS.
+			cached, err := tokencache.New(jwts, tokencache.Config{
+				MaxEntries: c.Limits.TokenCacheEntries,
+				MaxBytes:   c.Limits.TokenCacheBytes,
+				ClockSkew:  cmp.Or(c.ClockSkew, oidcjwt.DefaultClockSkew),
+			})
+			if err != nil {
+				return nil, fmt.Errorf("token cache: %w", err)
+			}
+			verifier = cached
+		}
+		authns = append(authns, verifier)
 	}
 	if c.APIKeys.File != "" {
 		keys, err := apikey.NewFromFile(c.APIKeys.File, apikey.Options{})
@@ -302,16 +337,20 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		}
 		go keyWatch{path: c.APIKeys.File, keys: keys, interval: interval, log: log, reloads: keyReloads}.run(ctx)
 	}
-	var declog *slog.Logger
-	if c.DecisionLog.Enabled {
-		declog = log.With("log", "decision")
+	var recorders []pdp.Recorder
+	var tracer *telemetry.Tracer
+	if parts != nil { // serving: decision metrics, the decision log, traces
+		if recorders, tracer, err = newRecorders(ctx, c, log, parts); err != nil {
+			return nil, err
+		}
 	}
 	return pdp.New(pdp.Config{
 		Engine:         engine,
 		Credentials:    c.Credentials,
 		Authenticators: authns,
 		Logger:         log,
-		DecisionLog:    declog,
+		Recorders:      recorders,
+		Tracer:         tracer,
 
 		DecisionTimeout: c.Limits.DecisionTimeout,
 		Shadow:          pb.observer(),

@@ -38,6 +38,11 @@ type Identity struct {
 	Claims map[string]any
 	Scopes []string
 	Roles  []string
+	// ContentKey, when not empty, identifies the identity's content: two
+	// identities with equal ContentKeys are equal in every field. Verifiers
+	// set it when they can compute it cheaply (a JWT: a digest of its issuer
+	// and verified payload), so caches of decisions need not compare claims.
+	ContentKey string
 	// ExpiresAt is when the credential stops being valid (a JWT's exp, an
 	// API key's expiry); zero when it does not expire. Caches of verified
 	// credentials never keep an identity past it.

@@ -88,6 +88,12 @@ type Options struct {
 	// PinnedCapabilities; ExtendCapabilities adds to them. The engine only
 	// reads the value.
 	Capabilities *ast.Capabilities
+	// DecisionCacheEntries and DecisionCacheBytes bound the decision cache
+	// of each revision (see decisioncache.go); 0 means
+	// DefaultDecisionCacheEntries / DefaultDecisionCacheBytes, and a
+	// negative DecisionCacheEntries turns the cache off.
+	DecisionCacheEntries int
+	DecisionCacheBytes   int64
 }
 
 // Validate checks the options without building anything.
@@ -142,6 +148,9 @@ type program struct {
 	// routes is the bundle's compiled route table, nil when it has none
 	// (or one the matcher does not take): then input.route is absent.
 	routes *routeTable
+	// cache holds this revision's decisions; nil when the policy cannot be
+	// cached (see analyzeReads) or the cache is off.
+	cache *decisionCache
 }
 
 // Engine holds the active policy program and evaluates decisions with it.
@@ -284,7 +293,17 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 			slog.String("revision", b.Manifest.Revision), slog.Any("error", err))
 		routes = nil
 	}
-	return &program{query: pq, revision: b.Manifest.Revision, routes: routes}, nil
+	p := &program{query: pq, revision: b.Manifest.Revision, routes: routes}
+	if e.opts.DecisionCacheEntries >= 0 {
+		reads, ok, why := analyzeReads(compiler, query)
+		if !ok {
+			e.log.LogAttrs(ctx, slog.LevelInfo, "decision cache off for this revision",
+				slog.String("revision", b.Manifest.Revision), slog.String("why", why))
+		} else if p.cache, err = newDecisionCache(reads, e.opts.DecisionCacheEntries, e.opts.DecisionCacheBytes); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
 }
 
 // astResult hands a result term's value back as is, an ast.Value.
@@ -438,6 +457,14 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (decision.Decision, err
 	if p == nil {
 		return failClosed("", fmt.Errorf("policy: %w", ErrNoPolicy))
 	}
+	var key string
+	if p.cache != nil && in.validate() == nil { // an invalid input fails closed below
+		var d decision.Decision
+		var hit bool
+		if d, hit, key = p.cache.lookup(in); hit {
+			return d, nil
+		}
+	}
 	input, err := in.value(p.routes)
 	if err != nil {
 		return failClosed(p.revision, fmt.Errorf("policy: revision %q: %w", p.revision, err))
@@ -451,6 +478,9 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (decision.Decision, err
 		return failClosed(p.revision, fmt.Errorf("policy: revision %q: %w", p.revision, err))
 	}
 	d.PolicyRevision = p.revision
+	if p.cache != nil {
+		p.cache.store(key, d)
+	}
 	return d, nil
 }
 

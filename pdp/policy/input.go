@@ -104,23 +104,31 @@ func (in Input) Value() ast.Value {
 // the document has input.route: the route that matches the request, or
 // {"matched": false}. Nothing in Input can set it.
 func (in Input) value(routes *routeTable) (ast.Value, error) {
-	switch in.Status {
-	case StatusValid:
-		if in.Identity == nil {
-			return nil, fmt.Errorf("%w: status %q without an identity", ErrInvalidInput, in.Status)
-		}
-	case StatusInvalid, StatusAbsent:
-	default:
-		return nil, fmt.Errorf("%w: unknown credential status %q", ErrInvalidInput, in.Status)
-	}
-	if in.Request == nil {
-		return nil, fmt.Errorf("%w: no request", ErrInvalidInput)
+	if err := in.validate(); err != nil {
+		return nil, err
 	}
 	claims, err := in.claims()
 	if err != nil {
 		return nil, err
 	}
 	return in.build(claims, routes), nil
+}
+
+// validate refuses an input the pipeline should never have built.
+func (in Input) validate() error {
+	switch in.Status {
+	case StatusValid:
+		if in.Identity == nil {
+			return fmt.Errorf("%w: status %q without an identity", ErrInvalidInput, in.Status)
+		}
+	case StatusInvalid, StatusAbsent:
+	default:
+		return fmt.Errorf("%w: unknown credential status %q", ErrInvalidInput, in.Status)
+	}
+	if in.Request == nil {
+		return fmt.Errorf("%w: no request", ErrInvalidInput)
+	}
+	return nil
 }
 
 // claims converts the visible identity's claims; no identity or no claims

@@ -2,6 +2,7 @@ package oidcjwt
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"math"
 	"strings"
@@ -72,6 +73,8 @@ func (a *Authenticator) check(iss *issuer, tok unverified, payload []byte) (*aut
 		Scopes:    scopes(claims),
 		Roles:     roles(claims),
 		ExpiresAt: exp,
+		// Everything above derives from the issuer and the payload.
+		ContentKey: contentKey(iss.name, payload),
 	}, ""
 }
 
@@ -201,4 +204,15 @@ func roles(claims map[string]any) []string {
 		return out
 	}
 	return nil
+}
+
+// contentKey is the identity's authn.Identity.ContentKey: the SHA-256 of the
+// issuer and the verified payload, from which every field of the identity
+// is derived.
+func contentKey(issuer string, payload []byte) string {
+	h := sha256.New()
+	h.Write([]byte(issuer))
+	h.Write([]byte{0})
+	h.Write(payload)
+	return "jwt:" + string(h.Sum(nil))
 }

@@ -1,0 +1,322 @@
+package policy
+
+import (
+	"encoding/binary"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/maypok86/otter/v2"
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/tollgate/tollgate/pdp/credential"
+	"github.com/tollgate/tollgate/pdp/decision"
+)
+
+// Defaults of the decision cache (Options.DecisionCacheEntries,
+// Options.DecisionCacheBytes).
+const (
+	DefaultDecisionCacheEntries = 100_000
+	DefaultDecisionCacheBytes   = 32 << 20
+)
+
+// A decision cache remembers the decisions of one program (one revision of
+// one bundle) and answers a request whose input agrees with an earlier one
+// on every part the policy can read. It is sound because:
+//
+//   - the parts are found in the compiled policy itself (reads): every
+//     reference to input in every rule that can run in production (test
+//     files and test rules excepted), to the field it names; a reference
+//     the analysis cannot pin down (input whole, input[x], `with input`)
+//     turns the cache off for the revision;
+//   - a policy that calls a non-deterministic built-in (time.now_ns,
+//     rand.intn, http.send, …) has no cache: the same input may not give
+//     the same answer;
+//   - the key holds the values of those parts exactly (length-prefixed,
+//     never a hash of them), except the identity, which is represented by
+//     its verifier's content key (authn.Identity.ContentKey: equal keys mean
+//     equal identities) or, for identities without claims, by its fields;
+//   - data is fixed for a revision, and each activation starts a new cache.
+//
+// It is bounded by entries and bytes, like the token cache.
+type decisionCache struct {
+	reads reads
+	cache *otter.Cache[string, decision.Decision]
+	bufs  sync.Pool
+}
+
+// reads is the set of input parts a policy can read.
+type reads struct {
+	method, path, host, scheme, query, headers, sourceIP, requestID bool
+	credType, placement, name, status, credError, fingerprint       bool
+	identity, route                                                 bool
+}
+
+// analyzeReads finds the input parts the policy compiled by c can read
+// when query is evaluated. ok is false when the policy cannot be cached,
+// with the reason.
+func analyzeReads(c *ast.Compiler, query ast.Body) (r reads, ok bool, why string) {
+	ok = true
+	visit := func(x any) {
+		ast.WalkRefs(x, func(ref ast.Ref) bool {
+			if ok && ref.HasPrefix(ast.InputRootRef) {
+				if !r.add(ref) {
+					ok, why = false, "the policy reads input as a whole or by a computed key: "+ref.String()
+				}
+			}
+			return false
+		})
+		ast.WalkTerms(x, func(t *ast.Term) bool {
+			call, isCall := t.Value.(ast.Call)
+			if !isCall || !ok {
+				return false
+			}
+			if bi, found := ast.BuiltinMap[call[0].String()]; found && bi.Nondeterministic {
+				ok, why = false, "the policy calls the non-deterministic built-in "+bi.Name
+			}
+			return false
+		})
+		ast.WalkExprs(x, func(e *ast.Expr) bool {
+			if !ok || !e.IsCall() {
+				return false
+			}
+			if bi, found := ast.BuiltinMap[e.Operator().String()]; found && bi.Nondeterministic {
+				ok, why = false, "the policy calls the non-deterministic built-in "+bi.Name
+			}
+			return false
+		})
+	}
+	defer func() {
+		if ok && r.requestID {
+			// Every request has its own id: no decision would be reused.
+			ok, why = false, "the policy reads the request id"
+		}
+	}()
+	visit(query)
+	for name, m := range c.Modules {
+		if strings.HasSuffix(name, "_test.rego") {
+			continue
+		}
+		for _, rule := range m.Rules {
+			if strings.HasPrefix(rule.Head.Name.String(), "test_") {
+				continue
+			}
+			visit(rule)
+		}
+	}
+	return r, ok, why
+}
+
+// add records what ref reads, and reports false when it cannot say.
+func (r *reads) add(ref ast.Ref) bool {
+	if len(ref) < 2 {
+		return false // input as a whole
+	}
+	top, isStr := ref[1].Value.(ast.String)
+	if !isStr {
+		return false
+	}
+	field := func() (string, bool) { // the field under top, "" for all of them
+		if len(ref) < 3 {
+			return "", true
+		}
+		s, isStr := ref[2].Value.(ast.String)
+		return string(s), isStr
+	}
+	switch top {
+	case "request":
+		f, known := field()
+		all := !known || f == ""
+		r.requestID = r.requestID || all || f == "id"
+		r.method = r.method || all || f == "method"
+		r.path = r.path || all || f == "path" || f == "segments"
+		r.host = r.host || all || f == "host"
+		r.scheme = r.scheme || all || f == "scheme"
+		r.query = r.query || all || f == "query"
+		r.headers = r.headers || all || f == "headers"
+		r.sourceIP = r.sourceIP || all || f == "source_ip"
+	case "credential":
+		f, known := field()
+		all := !known || f == ""
+		r.credType = r.credType || all || f == "type"
+		r.placement = r.placement || all || f == "placement"
+		r.name = r.name || all || f == "name"
+		r.status = r.status || all || f == "status"
+		r.credError = r.credError || all || f == "error"
+		r.fingerprint = r.fingerprint || all || f == "fingerprint"
+	case "identity":
+		r.identity = true
+	case "route":
+		r.route = true
+	}
+	// Any other top-level name is not part of the input: always undefined.
+	return true
+}
+
+func newDecisionCache(r reads, maxEntries int, maxBytes int64) (*decisionCache, error) {
+	if maxEntries == 0 {
+		maxEntries = DefaultDecisionCacheEntries
+	}
+	if maxBytes == 0 {
+		maxBytes = DefaultDecisionCacheBytes
+	}
+	floor := max(uint64(maxBytes)/uint64(maxEntries), 1)
+	c, err := otter.New(&otter.Options[string, decision.Decision]{
+		MaximumWeight: uint64(maxBytes),
+		Weigher: func(k string, d decision.Decision) uint32 {
+			w := uint64(128 + len(k))
+			for _, s := range d.Reasons {
+				w += 16 + uint64(len(s))
+			}
+			for n, v := range d.Headers {
+				w += 32 + uint64(len(n)+len(v))
+			}
+			return uint32(min(max(w, floor), 1<<31))
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &decisionCache{reads: r, cache: c, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}}, nil
+}
+
+// lookup returns the cached decision for in, or the key to store its
+// decision under (key is "" when this input cannot be cached).
+func (c *decisionCache) lookup(in Input) (d decision.Decision, hit bool, key string) {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	b, ok := c.reads.key((*bp)[:0], in)
+	*bp = b
+	if !ok {
+		return decision.Decision{}, false, ""
+	}
+	if d, hit = c.cache.GetIfPresent(string(b)); hit {
+		return d, true, ""
+	}
+	return decision.Decision{}, false, string(b)
+}
+
+func (c *decisionCache) store(key string, d decision.Decision) {
+	if key != "" {
+		c.cache.Set(key, d)
+	}
+}
+
+// key appends the cache key of in to b. ok is false when in cannot be
+// cached (a request id is read, or an identity without a content key has
+// claims).
+func (r reads) key(b []byte, in Input) (_ []byte, ok bool) {
+	req := in.Request
+	if req == nil || r.requestID {
+		return b, false
+	}
+	if r.method || r.route {
+		b = field(b, 'm', req.Method)
+	}
+	if r.path || r.route {
+		b = field(b, 'p', req.Path)
+	}
+	if r.host {
+		b = field(b, 'h', req.Host)
+	}
+	if r.scheme {
+		b = field(b, 's', req.Scheme)
+	}
+	if r.query {
+		b = multimap(b, 'q', req.Query)
+	}
+	if r.headers {
+		b = multimap(b, 'H', req.Headers)
+	}
+	if r.sourceIP {
+		b = field(b, 'i', req.SourceIP)
+	}
+	c := in.Credential
+	if r.credType {
+		b = field(b, 't', orNone(string(c.Type), string(credential.TypeNone)))
+	}
+	if r.placement {
+		b = field(b, 'l', orNone(string(c.Placement), string(credential.PlacementNone)))
+	}
+	if r.name {
+		b = field(b, 'n', c.Name)
+	}
+	if r.status {
+		b = field(b, 'S', in.Status)
+	}
+	if r.credError {
+		problem := in.Error
+		if problem == "" {
+			problem = c.Problem
+		}
+		b = field(b, 'e', problem)
+	}
+	if r.fingerprint {
+		if c.Secret.Empty() {
+			b = field(b, 'f', "")
+		} else {
+			sum := c.Secret.Digest()
+			b = field(b, 'f', string(sum[:6]))
+		}
+	}
+	if r.identity {
+		id := in.identity()
+		switch {
+		case id == nil:
+			b = field(b, 'I', "")
+		case id.ContentKey != "":
+			b = field(b, 'I', "k")
+			b = field(b, 'k', id.ContentKey)
+		case len(id.Claims) == 0:
+			b = field(b, 'I', "f")
+			b = field(b, 'K', string(id.Kind))
+			b = field(b, 'u', id.Subject)
+			b = field(b, 'o', id.Issuer)
+			b = field(b, 'y', id.KeyID)
+			b = list(b, 'c', id.Scopes)
+			b = list(b, 'r', id.Roles)
+		default:
+			return b, false
+		}
+	}
+	return b, true
+}
+
+func orNone(s, none string) string {
+	if s == "" {
+		return none
+	}
+	return s
+}
+
+// field appends a tagged, length-prefixed string: no two different
+// sequences of fields have the same encoding.
+func field(b []byte, tag byte, s string) []byte {
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func list(b []byte, tag byte, l []string) []byte {
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(l)))
+	for _, s := range l {
+		b = field(b, 'v', s)
+	}
+	return b
+}
+
+func multimap(b []byte, tag byte, m map[string][]string) []byte {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(names)))
+	for _, n := range names {
+		b = field(b, 'N', n)
+		b = list(b, 'V', m[n])
+	}
+	return b
+}
