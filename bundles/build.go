@@ -76,7 +76,10 @@ func Build(ctx context.Context, dir string, opts BuildOptions) ([]byte, *bundle.
 	c := compile.New().
 		WithRegoVersion(ast.RegoV1).
 		WithAsBundle(true).
-		WithPaths(root).
+		// Paths inside the bundle are relative to its root, as with
+		// `opa build --bundle .` run inside the directory.
+		WithFS(os.DirFS(root)).
+		WithPaths(".").
 		WithFilter(skipTestFilesLoader).
 		WithRevision(rev).
 		WithOutput(&out)

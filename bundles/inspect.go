@@ -1,9 +1,12 @@
 package bundles
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -69,10 +72,30 @@ func Inspect(b *bundle.Bundle, data []byte) Info {
 	}
 	slices.Sort(info.Modules)
 	slices.Sort(info.DataRoots)
-	for _, tok := range b.Signatures.Signatures {
+	for _, tok := range signatureTokens(data) {
 		info.Signatures = append(info.Signatures, describeToken(tok))
 	}
 	return info
+}
+
+// signatureTokens returns the JWTs in a bundle tarball's .signatures.json.
+func signatureTokens(data []byte) []string {
+	loader := bundle.NewTarballLoader(bytes.NewReader(data)).WithSizeLimitBytes(DefaultMaxBundleBytes)
+	for {
+		f, err := loader.NextFile()
+		if err != nil {
+			return nil
+		}
+		if !bundle.IsSignaturesFile(f.Path()) {
+			continue
+		}
+		var sc bundle.SignaturesConfig
+		var raw bytes.Buffer
+		if _, err := f.Read(&raw, DefaultMaxBundleBytes); (err != nil && !errors.Is(err, io.EOF)) || json.Unmarshal(raw.Bytes(), &sc) != nil {
+			return nil
+		}
+		return sc.Signatures
+	}
 }
 
 // describeToken reads a signature JWT's header and claims without

@@ -47,13 +47,13 @@ var (
 	ErrInvalidBundle = errors.New("invalid policy bundle")
 )
 
-// notYetSupported lists source schemes that are planned but not implemented,
-// so their error says so instead of "unknown".
-var notYetSupported = map[string]string{
-	"tar":   "bundle tarballs",
-	"http":  "bundle servers",
-	"https": "bundle servers",
-	"oci":   "OCI bundles",
+// otherwiseConfigured maps source schemes Load does not read to where
+// they are configured instead, so that the error says so.
+var otherwiseConfigured = map[string]string{
+	"tar":   `bundle tarballs are read with "file:PATH"`,
+	"http":  "bundle servers are configured with the `services` and `bundles` sections",
+	"https": "bundle servers are configured with the `services` and `bundles` sections",
+	"oci":   "OCI registries are configured with the `services` (type: oci) and `bundles` sections",
 }
 
 // Load reads the policy bundle named by source:
@@ -65,7 +65,8 @@ var notYetSupported = map[string]string{
 //	"file:PATH"        a bundle tarball, unsigned (ReadTarballFile reads
 //	                   signed ones)
 //
-// Any other source is an error wrapping ErrUnsupportedSource.
+// Any other source is an error wrapping ErrUnsupportedSource (bundle
+// servers and OCI registries are read by package bundles/source).
 //
 // The bundle is read with OPA's bundle reader (Rego v1 unless the manifest
 // says otherwise), so .manifest, data file placement and manifest roots work
@@ -121,9 +122,8 @@ func Load(ctx context.Context, source string) (*bundle.Bundle, error) {
 	}
 
 	scheme, _, found := strings.Cut(source, ":")
-	if what, ok := notYetSupported[strings.ToLower(scheme)]; found && ok {
-		return nil, fmt.Errorf("%w %q: %s are not supported yet (use %q or %q)",
-			ErrUnsupportedSource, source, what, SourceEmbedded, SourceDirPrefix+"PATH")
+	if hint, ok := otherwiseConfigured[strings.ToLower(scheme)]; found && ok {
+		return nil, fmt.Errorf("%w %q: %s", ErrUnsupportedSource, source, hint)
 	}
 	if !found {
 		return nil, fmt.Errorf("%w %q (want %q or %q; for a directory, %q)",

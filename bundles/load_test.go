@@ -93,9 +93,9 @@ func TestLoad(t *testing.T) {
 		wantModules  []string
 		wantRoutes   int
 	}{
-		{name: "empty source is embedded", source: "", wantRevision: "default-2026.11.1", wantModules: []string{"/authz.rego"}, wantRoutes: 5},
-		{name: "embedded", source: bundles.SourceEmbedded, wantRevision: "default-2026.11.1", wantModules: []string{"/authz.rego"}, wantRoutes: 5},
-		{name: "policies directory", source: "dir:../policies", wantRevision: "default-2026.11.1", wantModules: []string{"/authz.rego"}, wantRoutes: 5},
+		{name: "empty source is embedded", source: "", wantRevision: "default-2026.12.1", wantModules: []string{"/authz.rego"}, wantRoutes: 5},
+		{name: "embedded", source: bundles.SourceEmbedded, wantRevision: "default-2026.12.1", wantModules: []string{"/authz.rego"}, wantRoutes: 5},
+		{name: "policies directory", source: "dir:../policies", wantRevision: "default-2026.12.1", wantModules: []string{"/authz.rego"}, wantRoutes: 5},
 		{name: "directory", files: validFiles(), wantRevision: "test-1", wantModules: []string{"/authz.rego"}, wantRoutes: 1},
 		{
 			name: "data.json at the root",
@@ -231,9 +231,10 @@ func TestLoadErrors(t *testing.T) {
 		{name: "missing directory", source: "dir:" + filepath.Join(os.TempDir(), "tollgate-no-such-dir"), wantIs: fs.ErrNotExist, wantText: []string{"tollgate-no-such-dir"}},
 		{name: "file, not a directory", source: "dir:load_test.go", wantText: []string{"not a directory"}},
 		{name: "dir without a path", source: "dir:", wantIs: bundles.ErrUnsupportedSource},
-		{name: "tarball", source: "tar:/tmp/bundle.tar.gz", wantIs: bundles.ErrUnsupportedSource, wantText: []string{"not supported yet"}},
-		{name: "http", source: "http://bundles.example.com/b.tar.gz", wantIs: bundles.ErrUnsupportedSource, wantText: []string{"bundle servers are not supported yet"}},
-		{name: "https", source: "https://bundles.example.com/b.tar.gz", wantIs: bundles.ErrUnsupportedSource, wantText: []string{"not supported yet"}},
+		{name: "tarball", source: "tar:/tmp/bundle.tar.gz", wantIs: bundles.ErrUnsupportedSource, wantText: []string{`"file:PATH"`}},
+		{name: "http", source: "http://bundles.example.com/b.tar.gz", wantIs: bundles.ErrUnsupportedSource, wantText: []string{"`services` and `bundles`"}},
+		{name: "https", source: "https://bundles.example.com/b.tar.gz", wantIs: bundles.ErrUnsupportedSource, wantText: []string{"`services` and `bundles`"}},
+		{name: "oci", source: "oci://ghcr.io/x/y:1", wantIs: bundles.ErrUnsupportedSource, wantText: []string{"type: oci"}},
 		{name: "unknown scheme", source: "ftp:x", wantIs: bundles.ErrUnsupportedSource, wantText: []string{`"ftp:x"`}},
 		{name: "bare path", source: "./policies", wantIs: bundles.ErrUnsupportedSource, wantText: []string{`"dir:./policies"`}},
 		{

@@ -17,12 +17,15 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/credential"
 	"github.com/tollgate/tollgate/pdp/decision"
 	"github.com/tollgate/tollgate/pdp/decisionlog"
 	"github.com/tollgate/tollgate/pdp/policy"
 	"github.com/tollgate/tollgate/pdp/request"
+	"github.com/tollgate/tollgate/pdp/telemetry"
 )
 
 // Config is what a Decider is built from. Engine is required; the rest has
@@ -57,6 +60,9 @@ type Config struct {
 	Shadow Observer
 	// Recorders each receive one record per decision (see Recorder).
 	Recorders []Recorder
+	// Tracer, when set, makes a span per decision and per stage (see
+	// telemetry.Tracer); nil makes none, at no cost.
+	Tracer *telemetry.Tracer
 }
 
 // Recorder receives one record per decision, policy decisions and
@@ -93,6 +99,7 @@ type Decider struct {
 	shadow Observer
 	// recorders receive a record of each decision.
 	recorders []Recorder
+	tracer    *telemetry.Tracer
 	// timeout bounds a decision, authnTimeout its credential verification.
 	timeout, authnTimeout time.Duration
 }
@@ -126,6 +133,7 @@ func New(cfg Config) (*Decider, error) {
 		shadow: cfg.Shadow,
 
 		recorders: cfg.Recorders,
+		tracer:    cfg.Tracer,
 
 		timeout:      timeout,
 		authnTimeout: timeout - min(timeout/2, max(timeout/10, 50*time.Millisecond)),
@@ -145,6 +153,10 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 	if raw.ID == "" {
 		raw.ID = decision.NewID()
 	}
+	var span trace.Span
+	if d.tracer != nil {
+		ctx, span = d.tracer.Start(ctx, raw.Headers)
+	}
 	start := time.Now()
 	req, err := request.Normalize(raw)
 	normalized := time.Now()
@@ -152,24 +164,25 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 		dec := decision.Deny(400, decision.ReasonInvalidRequest)
 		dec.ID, dec.PolicyRevision = raw.ID, d.engine.Revision()
 		d.record(ctx, dec, nil, credential.None(), "", slog.String("error", err.Error()))
-		if len(d.recorders) > 0 {
-			d.emit(decisionlog.Record{Decision: dec, Time: start, Refusal: decision.ReasonInvalidRequest,
+		if len(d.recorders) > 0 || span != nil {
+			d.emit(ctx, span, decisionlog.Record{Decision: dec, Time: start, Refusal: decision.ReasonInvalidRequest,
 				Stages: decisionlog.Stages{Normalize: normalized.Sub(start)}})
 		}
 		return dec
 	}
 
+	ctx = telemetry.WithDecisionIDs(ctx, req.ID, requestID(req)) // for the log lines below
 	cred := d.finder.Find(req)
 	in := policy.Input{Request: req, Credential: cred}
 	in.Status, in.Error, in.Identity = d.authenticate(ctx, cred)
 	authenticated := time.Now()
 
 	dec, err := d.engine.Evaluate(ctx, in)
-	if len(d.recorders) > 0 {
+	if len(d.recorders) > 0 || span != nil {
 		evaluated := time.Now()
 		dec.ID = req.ID
 		recIn := in // only this copy escapes, and only when recording
-		d.emit(decisionlog.Record{Decision: dec, Time: start, Input: &recIn, RequestID: requestID(req),
+		d.emit(ctx, span, decisionlog.Record{Decision: dec, Time: start, Input: &recIn, RequestID: requestID(req),
 			Stages: decisionlog.Stages{Normalize: normalized.Sub(start), Authn: authenticated.Sub(normalized), Eval: evaluated.Sub(authenticated)}})
 	}
 	if err != nil {
@@ -184,10 +197,16 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 	return dec
 }
 
-// emit hands rec to every recorder.
-func (d *Decider) emit(rec decisionlog.Record) {
+// emit hands rec to every recorder and ends the decision's span, if any.
+func (d *Decider) emit(ctx context.Context, span trace.Span, rec decisionlog.Record) {
+	if span != nil {
+		rec.TraceID, rec.SpanID = telemetry.IDs(span)
+	}
 	for _, r := range d.recorders {
 		r.Record(rec)
+	}
+	if span != nil {
+		d.tracer.End(ctx, span, &rec)
 	}
 }
 
@@ -209,7 +228,7 @@ func (d *Decider) Refused(_ context.Context, dec decision.Decision, transport, p
 	if len(dec.Reasons) > 0 {
 		reason = dec.Reasons[0]
 	}
-	d.emit(decisionlog.Record{Decision: dec, Time: time.Now(), Refusal: reason, Transport: transport, RequestedBy: peer})
+	d.emit(context.Background(), nil, decisionlog.Record{Decision: dec, Time: time.Now(), Refusal: reason, Transport: transport, RequestedBy: peer})
 }
 
 // requestID is the request's x-request-id (its first value), "" when none.

@@ -20,6 +20,7 @@ package tollgate.authz
 # with exactly one reason (credential_invalid may carry a second, see
 # below):
 #
+#   0  the route's sensitivity is unknown                 500 ["policy_error"]
 #   1  no route matches method and path                   403 ["no_route"]
 #   2  sensitive route, credential in a query parameter   403 ["credential_in_query"]
 #   3  sensitive route, API key (valid or not)            403 ["api_key_not_allowed_for_sensitive_route"]
@@ -33,7 +34,7 @@ package tollgate.authz
 #      otherwise                                          200 allow
 #
 # Which of checks 2-6 apply is a property of the route's sensitivity, kept
-# as data in _sensitivities. A public route needs nothing and allows any
+# as data in _needs. A public route needs nothing and allows any
 # caller, with any credential or none.
 #
 # credential_invalid: when input.credential.error is a non-empty string (the
@@ -49,8 +50,8 @@ package tollgate.authz
 # decides a request. Rules below rely on that and do not re-check the table.
 # ---------------------------------------------------------------------------
 
-# A matched route with an unknown sensitivity cannot happen with a valid
-# route table; should it ever, the decision fails closed.
+# Check 0 cannot fail with a valid route table, nor can decision be
+# undefined; should either ever happen, the decision fails closed.
 default decision := {"allow": false, "status": 500, "reasons": ["policy_error"], "headers": {}}
 
 decision := {"allow": false, "status": status, "reasons": reasons, "headers": {}} if {
@@ -61,6 +62,11 @@ decision := {"allow": false, "status": status, "reasons": reasons, "headers": {}
 
 # _violations are the checks the request breaks, each as
 # [precedence, status, reasons]: min picks the one that decides.
+_violations contains [0, 500, ["policy_error"]] if {
+	route
+	not _needs
+}
+
 _violations contains [1, 403, ["no_route"]] if not route
 
 _violations contains [2, 403, ["credential_in_query"]] if {
@@ -97,14 +103,13 @@ _violations contains [9, 403, ["not_owner"]] if {
 	not _owns(route)
 }
 
-# What each sensitivity requires of the caller (checks 2-6).
-_sensitivities := {
+# _needs is what the route's sensitivity requires of the caller (checks
+# 2-6); undefined for an unknown sensitivity.
+_needs := {
 	"public": {"credential": false, "no_query_credential": false, "no_api_key": false, "user_token": false},
 	"internal": {"credential": true, "no_query_credential": false, "no_api_key": false, "user_token": false},
 	"sensitive": {"credential": true, "no_query_credential": true, "no_api_key": true, "user_token": true},
-}
-
-_needs := _sensitivities[route.sensitivity]
+}[route.sensitivity]
 
 # _lacks holds when one of the required values is not held: the one check
 # for a route's scopes and for its roles.
@@ -168,14 +173,12 @@ route := input.route if {
 #   The Rego reference of route matching: the route that matches the
 #   request, in the shape of input.route; undefined when none matches.
 matched_route := object.union(
-	object.filter(data.tollgate.routes[i], _route_fields),
+	object.filter(data.tollgate.routes[i], {"id", "methods", "sensitivity", "scopes", "roles", "owner"}),
 	{"matched": true, "index": i, "template": template, "params": params},
 ) if {
 	[i, template, tsegs] := _matches[0]
 	params := {_param_name(t): _segments[x] | some x, t in tsegs; startswith(t, "{")}
 }
-
-_route_fields := {"id", "methods", "sensitivity", "scopes", "roles", "owner"}
 
 # _matches are [route index, template, template segments] for every
 # template that matches, in table order, the segments without a trailing
@@ -445,17 +448,17 @@ _headers := _identity_headers if _credential_state == "valid"
 
 else := {}
 
-# The identity field each header carries, by identity kind.
-_header_fields := {
-	"user": {"x-user-id": "subject", "x-auth-kind": "kind", "x-auth-issuer": "issuer"},
-	"service": {"x-user-id": "subject", "x-auth-kind": "kind", "x-api-key-id": "key_id"},
-}
-
-_other_kind_header_fields := {"x-user-id": "subject", "x-auth-kind": "kind"}
-
 _identity_headers := object.union(
 	{header: value |
-		some header, field in object.get(_header_fields, object.get(input.identity, "kind", null), _other_kind_header_fields)
+		# the identity field each header carries, by identity kind
+		some header, field in object.get(
+			{
+				"user": {"x-user-id": "subject", "x-auth-kind": "kind", "x-auth-issuer": "issuer"},
+				"service": {"x-user-id": "subject", "x-auth-kind": "kind", "x-api-key-id": "key_id"},
+			},
+			object.get(input.identity, "kind", null),
+			{"x-user-id": "subject", "x-auth-kind": "kind"},
+		)
 		value := input.identity[field]
 		is_string(value)
 		value != ""

@@ -774,9 +774,26 @@ test_malformed_input_fails_closed[note] if {
 
 # Should an unknown sensitivity ever get past the bundle check, the decision
 # is the default: a fail-closed policy_error.
-test_unknown_sensitivity_is_policy_error if {
-	routes := [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "secret"}]
-	_denied(_decide_with(_anonymous("GET", "/x"), routes), 500, ["policy_error"])
+test_unknown_sensitivity_is_policy_error[note] if {
+	some note, route in {
+		"no requirements": {"methods": ["GET"], "paths": ["/x/{id}"], "sensitivity": "secret"},
+		"with requirements": {"methods": ["GET"], "paths": ["/x/{id}"], "sensitivity": "secret", "scopes": ["a"], "roles": ["b"], "owner": "id"},
+	}
+	_denied(_decide_with(_anonymous("GET", "/x/1"), [route]), 500, ["policy_error"])
+	_denied(_decide_with(_user("GET", "/x/1", ["a"]), [route]), 500, ["policy_error"])
+}
+
+test_route_without_sensitivity_is_policy_error if {
+	_denied(_decide_with(_anonymous("GET", "/x"), [{"methods": ["GET"], "paths": ["/x"]}]), 500, ["policy_error"])
+}
+
+# Should the decision rules ever leave it undefined (here: no violation
+# recorded for an unknown sensitivity), it is the fail-closed default.
+test_undefined_decision_is_policy_error if {
+	d := authz.decision with input as _anonymous("GET", "/x")
+		with data.tollgate.routes as [{"methods": ["GET"], "paths": ["/x"], "sensitivity": "secret"}]
+		with authz._violations as set()
+	_denied(d, 500, ["policy_error"])
 }
 
 # Malformed route tables are not decided on: each is a bundle error, so the

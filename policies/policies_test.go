@@ -254,38 +254,55 @@ func BenchmarkDecision(b *testing.B) {
 
 // BenchmarkEngineDecision measures one decision on the embedded bundle
 // through Tollgate's policy engine, the way Decide evaluates it (input
-// built from Go values, the route matched natively when the engine has a
-// compiled route table).
+// built from Go values, the route matched natively and handed to the
+// policy as input.route), with the embedded table of 5 routes and with a
+// table of 10,000 (2,000 services with the same five routes under their
+// own prefix; the requests go to the last service).
 func BenchmarkEngineDecision(b *testing.B) {
 	ctx := context.Background()
-	bndl, err := bundles.Load(ctx, bundles.SourceEmbedded)
+	small, err := bundles.Load(ctx, bundles.SourceEmbedded)
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := policy.NewEngine(policy.Options{})
-	if err := e.Activate(ctx, bndl); err != nil {
+	large, err := bundles.Load(ctx, bundles.SourceEmbedded)
+	if err != nil {
 		b.Fatal(err)
 	}
-	for _, bc := range []struct {
-		name  string
-		in    policy.Input
-		allow bool
+	large.Data = map[string]any{"tollgate": map[string]any{"routes": largeRoutes(b, 10000)}}
+	for _, table := range []struct {
+		name   string
+		bundle *bundle.Bundle
+		prefix string
 	}{
-		{"sensitive allow", benchUser("/customers/42/orders", "customers:read"), true},
-		{"internal api key", benchService("/products/7", "products:read"), true},
-		{"no route", benchUser("/nowhere", "customers:read"), false},
+		{"routes=5", small, ""},
+		{"routes=10000", large, "/svc1999"},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			if d, err := e.Evaluate(ctx, bc.in); err != nil || d.Allow != bc.allow {
-				b.Fatalf("setup: %+v, %v", d, err)
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := e.Evaluate(ctx, bc.in); err != nil {
-					b.Fatal(err)
+		// The decision cache off: this measures the evaluation itself.
+		e := policy.NewEngine(policy.Options{DecisionCacheEntries: -1})
+		if err := e.Activate(ctx, table.bundle); err != nil {
+			b.Fatal(err)
+		}
+		for _, bc := range []struct {
+			name  string
+			in    policy.Input
+			allow bool
+		}{
+			{"sensitive allow", benchUser(table.prefix+"/customers/42/orders", "customers:read"), true},
+			{"internal api key", benchService(table.prefix+"/products/7", "products:read"), true},
+			{"no route", benchUser(table.prefix+"/nowhere", "customers:read"), false},
+		} {
+			b.Run(table.name+"/"+bc.name, func(b *testing.B) {
+				if d, err := e.Evaluate(ctx, bc.in); err != nil || d.Allow != bc.allow {
+					b.Fatalf("setup: %+v, %v", d, err)
 				}
-			}
-		})
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := e.Evaluate(ctx, bc.in); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 

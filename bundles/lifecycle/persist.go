@@ -166,6 +166,9 @@ func (m *Bundle) Restore(ctx context.Context) (bool, error) {
 	}
 	active.ActivatedAt = activatedAt
 	m.active, m.latest, m.pinned = active, active, st.Pinned
+	// The source last confirmed it no later than its activation: the age
+	// max_bundle_age judges keeps counting across a restart.
+	m.checkedAt = activatedAt
 	m.opts.Metrics.activated(m.opts.Name, "", active.Revision)
 	m.log.LogAttrs(ctx, slog.LevelInfo, "policy bundle restored from the persistence directory",
 		slog.String("revision", active.Revision), slog.String("digest", active.Digest), slog.Bool("pinned", st.Pinned),

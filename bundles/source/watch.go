@@ -87,7 +87,7 @@ func (w Watch) Run(ctx context.Context) error {
 	}
 	defer watcher.Close()
 
-	var root string
+	var root, linkPath string
 	isDir := false
 	if path, ok := cutPrefix(w.Source, bundles.SourceFilePrefix); ok {
 		// Watch the directory: editors and deploy tools replace files.
@@ -102,6 +102,14 @@ func (w Watch) Run(ctx context.Context) error {
 		}
 		if err := addTree(watcher, root); err != nil {
 			return fmt.Errorf("watch %s: %w", w.Source, err)
+		}
+		if info, err := os.Lstat(path); err == nil && info.Mode()&os.ModeSymlink != 0 {
+			// "current -> releases/v3": a deploy swaps the link, which
+			// changes its parent directory, not the tree.
+			linkPath = path
+			if err := watcher.Add(filepath.Dir(path)); err != nil {
+				return fmt.Errorf("watch %s: %w", w.Source, err)
+			}
 		}
 	} else {
 		return fmt.Errorf("watch %s: %w", w.Source, bundles.ErrUnsupportedSource)
@@ -132,6 +140,12 @@ func (w Watch) Run(ctx context.Context) error {
 			log.Warn("policy bundle watch error; reloading", "source", w.Source, "error", err)
 			timer.Reset(quiet)
 		case <-timer.C:
+			if linkPath != "" {
+				if now, err := filepath.EvalSymlinks(linkPath); err == nil && now != root {
+					root = now
+					_ = addTree(watcher, root)
+				}
+			}
 			if err := w.Load(ctx); err != nil {
 				log.Debug("policy bundle reload failed", "source", w.Source, "error", err)
 			}

@@ -41,7 +41,6 @@ type bundleBuildFlags struct {
 // policyCheckFlags compile a bundle as serve would.
 type policyCheckFlags struct {
 	query, checkQuery, capabilities string
-	skip                            bool
 }
 
 func (f *policyCheckFlags) add(cmd *cobra.Command) {

@@ -214,4 +214,3 @@ activated, until 'tollgate bundle unpin'.`,
 	uf.add(unpin)
 	return []*cobra.Command{history, activate, unpin}
 }
-

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,7 +93,7 @@ func (p *policyBundles) observer() pdp.Observer {
 // not load is an error unless a persisted revision was restored; a remote
 // source is polled in the background, and the engine stays without policy
 // (not ready) until a revision arrives or was restored.
-func startPolicyBundles(ctx context.Context, c *config, engine *policy.Engine, popts policy.Options, log *slog.Logger, watch bool) (*policyBundles, error) {
+func startPolicyBundles(ctx context.Context, c *config, engine lifecycle.Engine, popts policy.Options, log *slog.Logger, watch bool) (*policyBundles, error) {
 	ks, err := c.opaKeys()
 	if err != nil {
 		return nil, err
@@ -205,8 +206,9 @@ func startSource(ctx context.Context, c *config, name string, bc bundleConfig, v
 }
 
 // startAdmin serves the admin API on admin.listen until ctx ends, when
-// configured. The listener is open when it returns.
-func startAdmin(ctx context.Context, c *config, p *policyBundles, log *slog.Logger) error {
+// configured, with the decision listener's TLS when it has TLS. The
+// listener is open when it returns.
+func startAdmin(ctx context.Context, c *config, p *policyBundles, tlsConfig *tls.Config, log *slog.Logger, extra map[string]http.Handler) error {
 	if c.Admin.Listen == "" {
 		return nil
 	}
@@ -220,13 +222,19 @@ func startAdmin(ctx context.Context, c *config, p *policyBundles, log *slog.Logg
 		return fmt.Errorf("admin listen: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           admin.Handler(admin.Options{Keys: keys, Bundles: p, Logger: log}),
+		Handler:           admin.Handler(admin.Options{Keys: keys, Bundles: p, Logger: log, Handlers: extra}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      15 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if tlsConfig != nil {
+		srv.TLSConfig = tlsConfig
+		ln = tls.NewListener(ln, tlsConfig)
+	} else if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+		log.Warn("admin API listening beyond loopback without TLS: admin keys cross the network in clear text; set tls.cert_file and tls.key_file", "addr", ln.Addr().String())
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -239,6 +247,6 @@ func startAdmin(ctx context.Context, c *config, p *policyBundles, log *slog.Logg
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Info("tollgate admin API listening", "addr", ln.Addr().String())
+	log.Info("tollgate admin API listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil)
 	return nil
 }

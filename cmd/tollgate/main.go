@@ -42,7 +42,7 @@ Start with 'tollgate serve --dev' and 'tollgate token --help'.`,
 	}
 	root.SetVersionTemplate("{{.Version}}\n") // --version prints what `tollgate version` prints
 	root.AddCommand(newServeCommand(), newTokenCommand(), newAPIKeyCommand(), newVersionCommand())
-	root.AddCommand(newTestCommand(), newFmtCommand())
+	root.AddCommand(newTestCommand(), newFmtCommand(), newCheckCommand(), newEvalCommand(), newLintCommand(), newInitCommand(), newReplayCommand())
 	root.AddCommand(newBundleCommand())
 	return root
 }

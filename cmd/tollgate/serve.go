@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/tollgate/tollgate/bundles/lifecycle"
 	"github.com/tollgate/tollgate/pdp"
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/authn/apikey"
@@ -176,7 +177,7 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 		Bundles:           parts.bundles.health,
 		MaxBundleAge:      c.MaxBundleAge,
 	})
-	if err := startAdmin(ctx, c, parts.bundles, tlsConfig, log); err != nil {
+	if err := startAdmin(ctx, c, parts.bundles, tlsConfig, log, parts.telemetry.adminHandlers(d)); err != nil {
 		return err
 	}
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", c.Listen)
@@ -257,8 +258,18 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		log.Info("policy built-ins extended", "file", f, "builtins", len(popts.Capabilities.Builtins))
 	}
 	engine := policy.NewEngine(popts)
+	var recorders []pdp.Recorder
+	var tracer *telemetry.Tracer
+	var activator lifecycle.Engine = engine
+	if parts != nil { // serving: decision metrics, the decision log, traces, explanations
+		if recorders, tracer, err = newRecorders(ctx, c, log, parts); err != nil {
+			return nil, err
+		}
+		// The decision log and the explainer follow the bundle that decides.
+		activator = parts.telemetry.following(engine, log)
+	}
 	// Sources are watched and polled only when serving (parts is set).
-	pb, err := startPolicyBundles(ctx, c, engine, popts, log, parts != nil)
+	pb, err := startPolicyBundles(ctx, c, activator, popts, log, parts != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -336,13 +347,6 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 			interval = defaultKeyReloadInterval
 		}
 		go keyWatch{path: c.APIKeys.File, keys: keys, interval: interval, log: log, reloads: keyReloads}.run(ctx)
-	}
-	var recorders []pdp.Recorder
-	var tracer *telemetry.Tracer
-	if parts != nil { // serving: decision metrics, the decision log, traces
-		if recorders, tracer, err = newRecorders(ctx, c, log, parts); err != nil {
-			return nil, err
-		}
 	}
 	return pdp.New(pdp.Config{
 		Engine:         engine,

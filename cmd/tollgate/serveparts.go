@@ -15,6 +15,10 @@ type serveParts struct {
 	metrics collectorList
 	issuers *oidcjwt.Authenticator // nil without issuers
 	bundles *policyBundles         // the policy bundle's life cycle (bundleserve.go)
+	// telemetry is the decision log and the tracer provider
+	// (decisionlogs.go): runServe stops them after the server's graceful
+	// shutdown.
+	telemetry serveTelemetry
 }
 
 // issuerStatus is the server's Options.Issuers: nil without issuers.

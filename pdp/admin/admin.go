@@ -58,6 +58,10 @@ type Options struct {
 	Logger  *slog.Logger
 	// Timeout bounds one request (10s when zero).
 	Timeout time.Duration
+	// Handlers are further endpoints by ServeMux pattern (POST
+	// /v1/explain, /debug/pprof/), behind the same admin key but not
+	// Timeout: a CPU profile takes as long as it is asked to.
+	Handlers map[string]http.Handler
 }
 
 // Handler returns the admin API.
@@ -102,10 +106,16 @@ func Handler(opts Options) http.Handler {
 		log.LogAttrs(r.Context(), slog.LevelWarn, "admin: bundle unpinned", slog.String("bundle", name), slog.String("key_id", keyID(r)))
 		writeJSON(w, http.StatusOK, map[string]any{"bundles": opts.Bundles.Status()})
 	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not found")
-	})
-	return authenticate(http.TimeoutHandler(mux, timeout, `{"error":"timeout"}`), opts.Keys, log)
+	var h http.Handler = http.TimeoutHandler(mux, timeout, `{"error":"timeout"}`)
+	if len(opts.Handlers) > 0 {
+		outer := http.NewServeMux()
+		outer.Handle("/", h)
+		for pattern, eh := range opts.Handlers {
+			outer.Handle(pattern, eh)
+		}
+		h = outer
+	}
+	return authenticate(h, opts.Keys, log)
 }
 
 type keyIDKey struct{}

@@ -484,7 +484,7 @@ func (l *Logger) build(rec *Record, lp *logPolicy) Event {
 				EvalNS:      rec.Stages.Eval.Nanoseconds(),
 			},
 			Transport: rec.Transport,
-			RequestID: rec.RequestID,
+			RequestID: requestIDOf(rec.RequestID),
 		},
 	}
 	if rec.Refusal != "" {
@@ -505,6 +505,15 @@ func (l *Logger) build(rec *Record, lp *logPolicy) Event {
 		}
 	}
 	return ev
+}
+
+// requestIDOf is the request's x-request-id as logged: at most 128
+// bytes, and never something shaped like a credential.
+func requestIDOf(s string) string {
+	if len(s) > 128 {
+		s = s[:128]
+	}
+	return Scrub(s)
 }
 
 func stringsAny(ss []string) []any {
@@ -607,3 +616,34 @@ func (l *Logger) Flush(ctx context.Context) error {
 		}
 	}
 }
+
+// Activator activates a policy bundle: a *policy.Engine, or what
+// bundles/lifecycle drives.
+type Activator interface {
+	Activate(ctx context.Context, b *bundle.Bundle) error
+}
+
+// Following returns an Activator that activates b on e and, when that
+// succeeds, hands b to SetPolicy, so that the mask and drop rules and the
+// route table always come from the bundle that decides. A bundle whose
+// log rules do not prepare keeps the previous rules (and is logged); it
+// still decides.
+func (l *Logger) Following(e Activator) Activator {
+	return activateFunc(func(ctx context.Context, b *bundle.Bundle) error {
+		if err := e.Activate(ctx, b); err != nil {
+			return err
+		}
+		if err := l.SetPolicy(ctx, b); err != nil {
+			l.log.LogAttrs(ctx, slog.LevelError, "decision log mask/drop rules of the new bundle not prepared; keeping the previous ones",
+				slog.String("revision", b.Manifest.Revision), slog.Any("error", err))
+		}
+		return nil
+	})
+}
+
+type activateFunc func(ctx context.Context, b *bundle.Bundle) error
+
+func (f activateFunc) Activate(ctx context.Context, b *bundle.Bundle) error { return f(ctx, b) }
+
+// Record implements pdp.Recorder: it is Log.
+func (l *Logger) Record(rec Record) { l.Log(rec) }

@@ -315,3 +315,12 @@ func upsert(node any, path []string, value any) error {
 	}
 	return errMaskPath
 }
+
+// Scrub returns Masked when s holds something shaped like a credential (a
+// JWT, a Tollgate API key, a Bearer or Basic authorization value), else s.
+func Scrub(s string) string {
+	if secretValue.MatchString(s) {
+		return Masked
+	}
+	return s
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate/tollgate/pdp"
 	"github.com/tollgate/tollgate/pdp/adapter/forwardauth"
 	"github.com/tollgate/tollgate/pdp/adapter/native"
+	"github.com/tollgate/tollgate/pdp/adapter/opadata"
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/authn/oidcjwt"
 )
@@ -137,6 +138,12 @@ func Handler(d *pdp.Decider, opts Options) http.Handler {
 	m.reg.MustRegister(opts.Collectors...)
 	fa := m.instrument("forward-auth", forwardauth.New(d, forwardauth.Options{TrustedProxies: opts.TrustedProxies, Logger: opts.Logger}))
 	r.Handle("/v1/decision", m.instrument("decision", native.New(d, native.Options{MaxBodyBytes: opts.MaxBodyBytes, Logger: opts.Logger}))).Methods(http.MethodPost)
+	// OPA's data API for Kong's and APISIX's OPA plugins and OPA clients:
+	// any method and any {path} reach the handler, which answers anything
+	// but a POST with a readable input with OPA's 400.
+	data := m.instrument("data", opadata.New(d, opadata.Options{MaxBodyBytes: opts.MaxBodyBytes, Logger: opts.Logger}))
+	r.Handle("/v1/data", data)
+	r.Handle("/v1/data/{path:.*}", data)
 	r.Handle(forwardauth.DefaultPathPrefix, fa)
 	r.PathPrefix(forwardauth.DefaultPathPrefix + "/").Handler(fa)
 	r.Handle("/metrics", m.handler()).Methods(http.MethodGet)

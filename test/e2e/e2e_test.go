@@ -23,7 +23,7 @@ func TestE2E(t *testing.T) {
 	}
 	e := newEnv(t)
 
-	t.Run("routes", func(t *testing.T) { e.runCases(t, e.tg, "routes.yaml") })
+	t.Run("routes", func(t *testing.T) { e.runCases(t, e.tg, "../../cases/routes.yaml") })
 	t.Run("paths", func(t *testing.T) { e.runCases(t, e.tg, "paths.yaml") })
 	t.Run("bad_tokens", func(t *testing.T) { testBadTokens(t, e) })
 	t.Run("malformed_bodies", func(t *testing.T) { testMalformedBodies(t, e) })

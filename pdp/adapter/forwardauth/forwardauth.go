@@ -162,14 +162,18 @@ func kindOf(canonicalName string) headerKind {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	peer := peerAddr(r.RemoteAddr)
 	if !h.isTrusted(peer) {
-		h.write(w, h.refuse(r, peer, decision.Deny(http.StatusForbidden, ReasonUntrustedProxy)))
-		h.log.LogAttrs(r.Context(), slog.LevelWarn, "forward-auth request from an untrusted address", slog.String("peer", peer.String()))
+		dec := h.refuse(r, peer, decision.Deny(http.StatusForbidden, ReasonUntrustedProxy))
+		h.write(w, dec)
+		h.log.LogAttrs(r.Context(), slog.LevelWarn, "forward-auth request from an untrusted address", slog.String("peer", peer.String()),
+			slog.String("decision_id", dec.ID))
 		return
 	}
 	raw, problem := h.original(r, peer)
 	if problem != "" {
-		h.write(w, h.refuse(r, peer, decision.Deny(http.StatusForbidden, problem)))
-		h.log.LogAttrs(r.Context(), slog.LevelDebug, "forward-auth request refused before the policy", slog.String("reason", problem))
+		dec := h.refuse(r, peer, decision.Deny(http.StatusForbidden, problem))
+		h.write(w, dec)
+		h.log.LogAttrs(r.Context(), slog.LevelDebug, "forward-auth request refused before the policy", slog.String("reason", problem),
+			slog.String("decision_id", dec.ID))
 		return
 	}
 	h.write(w, h.decider.Decide(r.Context(), raw))

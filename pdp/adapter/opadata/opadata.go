@@ -230,21 +230,24 @@ func describe(what string, err error) error {
 		switch {
 		case errors.Is(err, json.ErrUnknownName):
 			return fmt.Errorf("%s has an unknown member (names are case-sensitive)", what)
-		case errors.Is(err, errFixed):
+		case errors.As(err, new(fixedError)):
 			return fmt.Errorf("%s: %w", what, errors.Unwrap(serr))
 		}
 		return fmt.Errorf("%s has a member of the wrong type (at byte %d)", what, serr.ByteOffset)
 	}
-	if errors.Is(err, errFixed) {
+	if errors.As(err, new(fixedError)) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return fmt.Errorf("%s could not be decoded", what)
 }
 
-// errFixed marks this package's own error texts, which quote no input.
-var errFixed = errors.New("input error")
+// fixedError is one of this package's own error texts, which quote no
+// input.
+type fixedError string
 
-func fixed(msg string) error { return fmt.Errorf("%w: %s", errFixed, msg) }
+func (e fixedError) Error() string { return string(e) }
+
+func fixed(msg string) error { return fixedError(msg) }
 
 // writeError answers with OPA's error body.
 func writeError(w http.ResponseWriter, status int, msg string) {

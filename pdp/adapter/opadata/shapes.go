@@ -32,7 +32,8 @@ type kongInput struct {
 }
 
 // kongHTTP is input.request.http. Path is kong.request.get_path(): the
-// path as the client sent it (percent-encoded, without the query);
+// path without the query, still percent-encoded (Kong decodes at most
+// unreserved characters), so it is judged as an origin-form path;
 // Querystring is kong.request.get_query(), decoded, so it is re-encoded
 // into the target and a credential in the query is found where the client
 // put it.
