@@ -58,6 +58,11 @@ type Config struct {
 	// and the answer) once it is made, to evaluate a candidate policy on
 	// the side (package pdp/shadow). Observe must not block.
 	Shadow Observer
+	// PolicyStale, when set, is asked before every evaluation: while it
+	// returns an error (the active policy is older than max_bundle_age),
+	// every decision fails closed (500, policy_error) and names the
+	// active revision. It must be cheap and must not block.
+	PolicyStale func() error
 	// Recorders each receive one record per decision (see Recorder).
 	Recorders []Recorder
 	// Tracer, when set, makes a span per decision and per stage (see
@@ -97,6 +102,7 @@ type Decider struct {
 	log    *slog.Logger
 	declog *slog.Logger
 	shadow Observer
+	stale  func() error
 	// recorders receive a record of each decision.
 	recorders []Recorder
 	tracer    *telemetry.Tracer
@@ -131,6 +137,7 @@ func New(cfg Config) (*Decider, error) {
 		log:    log,
 		declog: cfg.DecisionLog,
 		shadow: cfg.Shadow,
+		stale:  cfg.PolicyStale,
 
 		recorders: cfg.Recorders,
 		tracer:    cfg.Tracer,
@@ -165,7 +172,7 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 		dec.ID, dec.PolicyRevision = raw.ID, d.engine.Revision()
 		d.record(ctx, dec, nil, credential.None(), "", slog.String("error", err.Error()))
 		if len(d.recorders) > 0 || span != nil {
-			d.emit(ctx, span, decisionlog.Record{Decision: dec, Time: start, Refusal: decision.ReasonInvalidRequest,
+			d.emit(ctx, span, decisionlog.Record{Decision: dec, Time: start, Refusal: decision.ReasonInvalidRequest, Error: err.Error(),
 				Stages: decisionlog.Stages{Normalize: normalized.Sub(start)}})
 		}
 		return dec
@@ -173,11 +180,16 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 
 	ctx = telemetry.WithDecisionIDs(ctx, req.ID, requestID(req)) // for the log lines below
 	cred := d.finder.Find(req)
+	if cred.Type == credential.TypeBearer {
+		// What a trusted gateway verified travels with the token the
+		// request carries, never in place of it (see oidcjwt.EnvoyJWTAuthn).
+		cred.Verified = raw.Verified
+	}
 	in := policy.Input{Request: req, Credential: cred}
 	in.Status, in.Error, in.Identity = d.authenticate(ctx, cred)
 	authenticated := time.Now()
 
-	dec, err := d.engine.Evaluate(ctx, in)
+	dec, err := d.evaluate(ctx, in)
 	if len(d.recorders) > 0 || span != nil {
 		evaluated := time.Now()
 		dec.ID = req.ID
@@ -237,6 +249,19 @@ func requestID(req *request.Request) string {
 		return v[0]
 	}
 	return ""
+}
+
+// evaluate asks the engine, unless the policy is stale (Config.PolicyStale):
+// then it fails closed.
+func (d *Decider) evaluate(ctx context.Context, in policy.Input) (decision.Decision, error) {
+	if d.stale != nil {
+		if err := d.stale(); err != nil {
+			dec := decision.Deny(500, decision.ReasonPolicyError)
+			dec.PolicyRevision = d.engine.Revision()
+			return dec, err
+		}
+	}
+	return d.engine.Evaluate(ctx, in)
 }
 
 // authenticate turns the credential into a status, an error code and, when

@@ -27,6 +27,9 @@ package tollgate.authz
 #   4  non-public route, credential absent                401 ["credential_missing"]
 #   5  non-public route, credential invalid               401 ["credential_invalid"]
 #                                                         or  ["credential_invalid", <credential.error>]
+#                                                         503 when the error is "verifier_unavailable":
+#                                                         the credential could not be judged (JWKS
+#                                                         down, decision deadline), retry later
 #   6  sensitive route, not a user JWT in header/cookie   403 ["user_token_required"]
 #   7  a scope the route requires is missing             403 ["insufficient_scope"]
 #   8  a role the route requires is missing              403 ["missing_role"]
@@ -84,7 +87,7 @@ _violations contains [4, 401, ["credential_missing"]] if {
 	_credential_state == "absent"
 }
 
-_violations contains [5, 401, _invalid_reasons] if {
+_violations contains [5, _invalid_status, _invalid_reasons] if {
 	_needs.credential
 	_credential_state == "invalid"
 }
@@ -117,6 +120,12 @@ _lacks(required, held) if {
 	some x in required
 	not x in held
 }
+
+# A credential that could not be judged is not a bad credential: 503, so
+# that a client retries instead of asking its user to sign in again.
+_invalid_status := 503 if input.credential.error == "verifier_unavailable"
+
+else := 401
 
 _invalid_reasons := ["credential_invalid", err] if {
 	err := input.credential.error

@@ -318,6 +318,19 @@ test_credential_invalid_reasons[note] if {
 	_denied(_decide(_in("GET", "/customers/42", _invalid(_bearer_header, tc.error), null)), 401, tc.reasons)
 }
 
+# A credential that could not be judged (JWKS down, decision deadline) is
+# a 503, on every kind of route that needs a credential, and never an allow.
+test_verifier_unavailable_is_503[path] if {
+	some path in ["/products", "/customers/42/orders", "/admin/users"]
+	_denied(_decide(_in("GET", path, _invalid(_bearer_header, "verifier_unavailable"), null)), 503, ["credential_invalid", "verifier_unavailable"])
+}
+
+test_verifier_unavailable_on_public_route_allows_without_identity if {
+	d := _decide(_in("GET", "/public/docs", _invalid(_bearer_header, "verifier_unavailable"), null))
+	d.allow
+	d.headers == {}
+}
+
 test_credential_invalid_without_error_field if {
 	credential := object.remove(_invalid(_bearer_header, ""), ["error"])
 	_denied(_decide(_in("GET", "/products", credential, null)), 401, ["credential_invalid"])

@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -125,6 +127,9 @@ type Bundle struct {
 	pinned    bool
 	lastErr   *Failure
 	checkedAt time.Time
+	// checked mirrors checkedAt (unix nanoseconds, 0 when nothing is
+	// active) for CheckedAt, which is read on every decision.
+	checked atomic.Int64
 }
 
 // New validates opts and returns a Bundle with nothing active. It does
@@ -172,7 +177,8 @@ func (m *Bundle) Offer(ctx context.Context, c Candidate) error {
 		m.refuse(ctx, c.Bundle.Manifest.Revision, c.Source, err)
 		return err
 	}
-	m.checkedAt = m.now()
+	m.setChecked(m.now())
+	m.disambiguate(ctx, rec)
 	if m.pinned {
 		m.latest = rec
 		m.log.LogAttrs(ctx, slog.LevelInfo, "policy bundle received while pinned; not activated",
@@ -206,7 +212,7 @@ func (m *Bundle) Confirm() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.active != nil {
-		m.checkedAt = m.now()
+		m.setChecked(m.now())
 	}
 }
 
@@ -269,6 +275,22 @@ func (m *Bundle) Status() Status {
 	return s
 }
 
+// CheckedAt is when the source last confirmed the active revision (see
+// Status.CheckedAt), and false when none is active. It takes no lock.
+func (m *Bundle) CheckedAt() (time.Time, bool) {
+	n := m.checked.Load()
+	if n == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// setChecked records a confirmation. Callers hold m.mu.
+func (m *Bundle) setChecked(t time.Time) {
+	m.checkedAt = t
+	m.checked.Store(t.UnixNano())
+}
+
 // Ready reports whether a revision is active.
 func (m *Bundle) Ready() bool {
 	m.mu.Lock()
@@ -286,7 +308,7 @@ func (m *Bundle) activate(ctx context.Context, rec *record) error {
 	prev := m.activeRevision()
 	rec.ActivatedAt = m.now()
 	m.active = rec
-	m.checkedAt = rec.ActivatedAt
+	m.setChecked(rec.ActivatedAt)
 	m.history = slices.DeleteFunc(m.history, func(r *record) bool { return r.Digest == rec.Digest })
 	m.history = slices.Insert(m.history, 0, rec)
 	if len(m.history) > m.opts.History {
@@ -298,6 +320,30 @@ func (m *Bundle) activate(ctx context.Context, rec *record) error {
 		slog.String("previous_revision", prev))
 	m.save(ctx)
 	return nil
+}
+
+// disambiguate renames rec when another content already has its revision
+// (a directory edited without changing its .manifest, a server that
+// republished a revision): "REV+<12 hex digits of the digest>", so that
+// every revision names one content and every decision the content that
+// made it. Callers hold m.mu.
+func (m *Bundle) disambiguate(ctx context.Context, rec *record) {
+	clash := func(r *record) bool { return r != nil && r.Revision == rec.Revision && r.Digest != rec.Digest }
+	if !clash(m.active) && !clash(m.latest) && !slices.ContainsFunc(m.history, clash) {
+		return
+	}
+	for _, r := range m.history {
+		if r.Digest == rec.Digest {
+			rec.Revision = r.Revision // this content was seen before: same name
+			rec.b.Manifest.Revision = r.Revision
+			return
+		}
+	}
+	orig := rec.Revision
+	rec.Revision = orig + "+" + strings.TrimPrefix(rec.Digest, "sha256:")[:12]
+	rec.b.Manifest.Revision = rec.Revision
+	m.log.LogAttrs(ctx, slog.LevelWarn, "policy bundle revision already names other content; renamed",
+		slog.String("revision", orig), slog.String("renamed", rec.Revision), slog.String("digest", rec.Digest))
 }
 
 // refuse records a refusal. Callers hold m.mu.

@@ -147,6 +147,7 @@ func (m *Bundle) Restore(ctx context.Context) (bool, error) {
 			m.log.LogAttrs(ctx, slog.LevelWarn, "persisted policy bundle dropped", slog.String("revision", e.Revision), slog.Any("error", err))
 			continue
 		}
+		b.Manifest.Revision = e.Revision // as it was named (see disambiguate)
 		r := &record{Entry: e, raw: raw, b: b}
 		m.history = append(m.history, r)
 		if e.Digest == st.Active {
@@ -168,7 +169,7 @@ func (m *Bundle) Restore(ctx context.Context) (bool, error) {
 	m.active, m.latest, m.pinned = active, active, st.Pinned
 	// The source last confirmed it no later than its activation: the age
 	// max_bundle_age judges keeps counting across a restart.
-	m.checkedAt = activatedAt
+	m.setChecked(activatedAt)
 	m.opts.Metrics.activated(m.opts.Name, "", active.Revision)
 	m.log.LogAttrs(ctx, slog.LevelInfo, "policy bundle restored from the persistence directory",
 		slog.String("revision", active.Revision), slog.String("digest", active.Digest), slog.Bool("pinned", st.Pinned),

@@ -33,6 +33,10 @@ type policyBundles struct {
 	shadow  *shadow.Shadow    // nil without a shadow
 	cand    *lifecycle.Bundle // the shadow candidate's life cycle, nil without
 	metrics *lifecycle.Metrics
+	// remote: the bundle comes from a service. A local source (embedded,
+	// a watched directory or file) is current by definition, so
+	// max_bundle_age does not apply to it.
+	remote bool
 }
 
 var _ admin.Bundles = (*policyBundles)(nil)
@@ -72,10 +76,31 @@ func (p *policyBundles) Unpin(ctx context.Context, name string) error {
 func (p *policyBundles) health() []server.BundleStatus {
 	s := p.main.Status()
 	bs := server.BundleStatus{Name: p.main.Name(), CheckedAt: s.CheckedAt}
+	if !p.remote {
+		bs.CheckedAt = time.Now()
+	}
 	if s.Active != nil {
 		bs.Revision, bs.ActivatedAt = s.Active.Revision, s.Active.ActivatedAt
 	}
 	return []server.BundleStatus{bs}
+}
+
+// errStalePolicy is why decisions fail closed past max_bundle_age.
+var errStalePolicy = errors.New("policy is stale: its bundle server has not confirmed it within max_bundle_age")
+
+// staleCheck is pdp.Config.PolicyStale: nil without max_bundle_age or for
+// a local source (always current).
+func (p *policyBundles) staleCheck(maxAge time.Duration) func() error {
+	if p == nil || maxAge <= 0 || !p.remote {
+		return nil
+	}
+	return func() error {
+		at, ok := p.main.CheckedAt()
+		if ok && time.Since(at) > maxAge {
+			return fmt.Errorf("%w (%s)", errStalePolicy, maxAge)
+		}
+		return nil
+	}
 }
 
 // observer is pdp.Config.Shadow: nil (an untyped nil) without a shadow.
@@ -107,7 +132,7 @@ func startPolicyBundles(ctx context.Context, c *config, engine lifecycle.Engine,
 		}
 		bc = bundleConfig{Resource: src}
 	}
-	p := &policyBundles{metrics: lifecycle.NewMetrics()}
+	p := &policyBundles{metrics: lifecycle.NewMetrics(), remote: bc.remote()}
 	vc, err := bc.verification(ks)
 	if err != nil {
 		return nil, fmt.Errorf("bundles.%s.signing: %w", name, err)

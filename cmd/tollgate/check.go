@@ -6,9 +6,11 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/spf13/cobra"
 
@@ -23,6 +25,8 @@ type checkFlags struct {
 	verbose bool
 	run     string
 	keys    []string
+
+	capabilities string
 }
 
 func newCheckCommand() *cobra.Command {
@@ -58,14 +62,15 @@ file could not be loaded.`,
 	f.StringVarP(&fl.bundle, "bundle", "b", "", "policy bundle directory (default: the embedded default policy)")
 	f.StringVarP(&fl.format, "format", "f", "text", "output format: text, json or junit")
 	f.BoolVarP(&fl.verbose, "verbose", "v", false, "list every case, not only failures")
-	f.StringVarP(&fl.run, "run", "r", "", "run only the cases whose name contains this text")
+	f.StringVarP(&fl.run, "run", "r", "", "run only the cases whose name matches this regular expression")
+	f.StringVar(&fl.capabilities, "capabilities", "", "policy.capabilities file extending the built-ins a policy may call (as 'serve' reads it)")
 	f.StringArrayVar(&fl.keys, "key", nil, "an API key cases can name, NAME=SCOPE,SCOPE... (repeatable; replaces the defaults billing=products:read and noscope=)")
 	return cmd
 }
 
 // loadBundleEngine loads a bundle directory ("" for the embedded default)
 // and activates it on a new engine with the pinned capabilities.
-func loadBundleEngine(ctx context.Context, dir string) (*policy.Engine, *bundle.Bundle, error) {
+func loadBundleEngine(ctx context.Context, dir string, caps *ast.Capabilities) (*policy.Engine, *bundle.Bundle, error) {
 	source := "embedded"
 	if dir != "" {
 		source = "dir:" + dir
@@ -74,11 +79,24 @@ func loadBundleEngine(ctx context.Context, dir string) (*policy.Engine, *bundle.
 	if err != nil {
 		return nil, nil, fmt.Errorf("load bundle: %w", err)
 	}
-	engine := policy.NewEngine(policy.Options{})
+	engine := policy.NewEngine(policy.Options{Capabilities: caps})
 	if err := engine.Activate(ctx, b); err != nil {
 		return nil, nil, fmt.Errorf("activate bundle: %w", err)
 	}
 	return engine, b, nil
+}
+
+// policyCapabilities are the built-ins a policy may call: the pinned ones,
+// extended by file (a policy.capabilities document) when it is set.
+func policyCapabilities(file string) (*ast.Capabilities, error) {
+	if file == "" {
+		return policy.PinnedCapabilities()
+	}
+	caps, err := policy.LoadCapabilitiesFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--capabilities: %w", err)
+	}
+	return caps, nil
 }
 
 func parseKeyFlags(flags []string) (map[string]decisiontable.Key, error) {
@@ -112,6 +130,10 @@ func runCheck(ctx context.Context, files []string, fl checkFlags, out io.Writer)
 	if err != nil {
 		return exitErr(exitError, err)
 	}
+	run, err := regexp.Compile(fl.run)
+	if err != nil {
+		return exitErr(exitError, fmt.Errorf("--run: %w", err))
+	}
 	var cases []decisiontable.Case
 	for _, f := range files {
 		cs, err := decisiontable.Load(f)
@@ -119,7 +141,7 @@ func runCheck(ctx context.Context, files []string, fl checkFlags, out io.Writer)
 			return exitErr(exitError, err)
 		}
 		for _, c := range cs {
-			if fl.run == "" || strings.Contains(c.Name, fl.run) {
+			if run.MatchString(c.Name) {
 				cases = append(cases, c)
 			}
 		}
@@ -127,7 +149,11 @@ func runCheck(ctx context.Context, files []string, fl checkFlags, out io.Writer)
 	if len(cases) == 0 {
 		return exitErr(exitError, fmt.Errorf("no cases match %q", fl.run))
 	}
-	engine, _, err := loadBundleEngine(ctx, fl.bundle)
+	caps, err := policyCapabilities(fl.capabilities)
+	if err != nil {
+		return exitErr(exitError, err)
+	}
+	engine, _, err := loadBundleEngine(ctx, fl.bundle, caps)
 	if err != nil {
 		return exitErr(exitError, err)
 	}

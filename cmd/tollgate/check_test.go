@@ -171,7 +171,7 @@ func TestDefaultCasesCoverTheRouteTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, b, err := loadBundleEngine(ctx, "")
+	engine, b, err := loadBundleEngine(ctx, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,5 +220,19 @@ func TestDefaultCasesCoverTheRouteTable(t *testing.T) {
 		if !reasons[r] {
 			t.Errorf("no case gets reason %s", r)
 		}
+	}
+}
+
+func TestCheckRun(t *testing.T) {
+	cases := filepath.Join("..", "..", "test", "cases", "routes.yaml")
+	out, code := runCLI(t, "check", "-v", "--run", "^admin, ", cases)
+	if code != 0 || !strings.Contains(out, "admin, GET with role admin: PASS") || strings.Contains(out, "customers, own record") {
+		t.Errorf("--run: exit %d\n%s", code, out)
+	}
+	if out, code := runCLI(t, "check", "--run", "^nothing matches$", cases); code != exitError {
+		t.Errorf("--run matching nothing: exit %d\n%s", code, out)
+	}
+	if out, code := runCLI(t, "check", "--run", "(", cases); code != exitError {
+		t.Errorf("--run invalid: exit %d\n%s", code, out)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -93,8 +94,8 @@ type config struct {
 		Idle       time.Duration `yaml:"idle"`
 		Shutdown   time.Duration `yaml:"shutdown"`
 	} `yaml:"timeouts"`
-	// DecisionLog is deprecated: enabled: true is decision_logs:
-	// {console: true}.
+	// DecisionLog is deprecated: enabled: true writes the slog decision
+	// line of earlier versions; decision_logs replaces it.
 	DecisionLog struct {
 		Enabled bool `yaml:"enabled"`
 	} `yaml:"decision_log"`
@@ -122,6 +123,26 @@ type issuerConfig struct {
 	// JWKSRefreshInterval: how often the JWKS is fetched again, so that
 	// withdrawn keys stop verifying (default 5m, 1s to 24h).
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// EnvoyJWTAuthn, when payload_in_metadata is set, trusts the payloads
+	// Envoy's jwt_authn filter verified for this issuer and stored under
+	// that name, as the gRPC ext_authz service receives them (see
+	// oidcjwt.IssuerConfig.TrustEnvoyPayloadInMetadata). Off by default.
+	EnvoyJWTAuthn struct {
+		PayloadInMetadata string `yaml:"payload_in_metadata"`
+	} `yaml:"envoy_jwt_authn"`
+}
+
+// jwtAuthnPayloads are the names of the jwt_authn payloads some issuer
+// trusts (issuers[].envoy_jwt_authn.payload_in_metadata), without
+// duplicates; the gRPC ext_authz service reads only these.
+func (c *config) jwtAuthnPayloads() []string {
+	var out []string
+	for _, is := range c.Issuers {
+		if n := is.EnvoyJWTAuthn.PayloadInMetadata; n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // defaultListen is loopback only, as OPA 1.x: listening on other
@@ -228,6 +249,9 @@ func (c *config) validate() error {
 			if err := oidcjwt.CheckJWKSRefreshInterval(d); err != nil {
 				errs = append(errs, fmt.Errorf("issuers[%d].jwks_refresh_interval: %w", i, err))
 			}
+		}
+		if err := oidcjwt.CheckEnvoyPayloadInMetadata(is.EnvoyJWTAuthn.PayloadInMetadata, is.RequireType); err != nil {
+			errs = append(errs, fmt.Errorf("issuers[%d].envoy_jwt_authn.payload_in_metadata: %w", i, err))
 		}
 	}
 	if c.ClockSkew < 0 || c.ClockSkew > 5*time.Minute {

@@ -110,15 +110,10 @@ func (c *config) decisionLogService() string {
 	return ""
 }
 
-// newDecisionLog builds the decision logger from decision_logs (and the
-// deprecated decision_log.enabled, which is console: true); nil when
-// neither is set. console receives the console sink's JSON lines.
+// newDecisionLog builds the decision logger from decision_logs; nil when
+// it is absent. console receives the console sink's JSON lines.
 func newDecisionLog(c *config, console io.Writer, version string, reg prometheus.Registerer, log *slog.Logger) (*decisionlog.Logger, error) {
 	dl := c.DecisionLogs
-	if dl == nil && c.DecisionLog.Enabled {
-		log.Warn("decision_log.enabled is deprecated: use decision_logs: {console: true}")
-		dl = &decisionLogsConfig{Console: true}
-	}
 	if dl == nil {
 		return nil, nil
 	}
@@ -135,7 +130,7 @@ func newDecisionLog(c *config, console io.Writer, version string, reg prometheus
 	for k, v := range c.Labels {
 		opts.Labels[k] = v
 	}
-	if dl.Console || c.DecisionLog.Enabled {
+	if dl.Console {
 		opts.Console = console
 	}
 	if svc := c.decisionLogService(); svc != "" {
@@ -197,6 +192,16 @@ func instanceID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// legacyDecisionLog is the deprecated decision_log.enabled: one slog line
+// per policy decision, as before decision_logs existed; nil when off.
+func legacyDecisionLog(c *config, log *slog.Logger) *slog.Logger {
+	if !c.DecisionLog.Enabled {
+		return nil
+	}
+	log.Warn("decision_log.enabled is deprecated: decision_logs: {console: true} writes OPA-compatible events, refusals included")
+	return log.With("log", "decision")
+}
+
 // stopDecisionLog flushes the decision log for up to timeout at shutdown.
 func stopDecisionLog(l *decisionlog.Logger, timeout time.Duration) {
 	if l == nil {
@@ -209,6 +214,9 @@ func stopDecisionLog(l *decisionlog.Logger, timeout time.Duration) {
 
 // serveTelemetry is what runServe stops at shutdown.
 type serveTelemetry struct {
+	// console receives the decision log's console sink (runServe's
+	// standard error); os.Stderr when nil.
+	console     io.Writer
 	decisionLog *decisionlog.Logger
 	tracing     *sdktrace.TracerProvider
 	explainer   *explain.Explainer // nil without an admin listener
@@ -279,7 +287,11 @@ func newRecorders(ctx context.Context, c *config, log *slog.Logger, parts *serve
 	}
 	recorders := []pdp.Recorder{m}
 	version := readBuildVersion().Version
-	l, err := newDecisionLog(c, os.Stderr, version, &parts.metrics, log)
+	console := parts.telemetry.console
+	if console == nil {
+		console = os.Stderr
+	}
+	l, err := newDecisionLog(c, console, version, &parts.metrics, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -360,4 +372,16 @@ func (c *config) tracingOptions(version string) (telemetry.TracingOptions, bool)
 		o.SampleRatio = float64(*t.SamplePercentage) / 100
 	}
 	return o, true
+}
+
+// bundleTimes reports the bundles' activation and confirmation times for
+// tollgate_bundle_*_timestamp_seconds.
+func bundleTimes(p *policyBundles) func() []telemetry.BundleTimes {
+	return func() []telemetry.BundleTimes {
+		var out []telemetry.BundleTimes
+		for _, b := range p.health() {
+			out = append(out, telemetry.BundleTimes{Name: b.Name, ActivatedAt: b.ActivatedAt, CheckedAt: b.CheckedAt})
+		}
+		return out
+	}
 }

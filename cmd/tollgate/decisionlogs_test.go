@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/pdp/decisionlog"
+	"github.com/tollgate/tollgate/pdp/request"
 )
 
 // TestDecisionLogsConfig (issue 10): OPA's decision_logs section is read
@@ -70,28 +70,37 @@ func TestDecisionLogsConfig(t *testing.T) {
 	}
 }
 
-// TestDecisionLogDeprecatedEnabled: decision_log.enabled still works, as
-// the console sink, with a deprecation warning.
+// TestDecisionLogDeprecatedEnabled: decision_log.enabled still writes
+// the decision line of earlier versions, with a deprecation warning, and
+// is no decision_logs section.
 func TestDecisionLogDeprecatedEnabled(t *testing.T) {
 	c, err := parseConfig([]byte("decision_log: {enabled: true}"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs, console bytes.Buffer
-	l, err := newDecisionLog(c, &console, "test", nil, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil || l == nil {
-		t.Fatalf("newDecisionLog: %v %v", l, err)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	legacy := legacyDecisionLog(c, log)
+	if legacy == nil || !strings.Contains(logs.String(), "deprecated") {
+		t.Fatalf("legacy logger %v, logs %q", legacy, logs.String())
 	}
-	if !strings.Contains(logs.String(), "deprecated") {
-		t.Fatalf("no deprecation warning: %q", logs.String())
+	d, err := buildDecider(context.Background(), c, false, log)
+	if err != nil {
+		t.Fatal(err)
 	}
-	l.Start()
-	l.Log(decisionlog.Record{Time: time.Now()})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	l.Stop(ctx)
-	if !strings.Contains(console.String(), `"decision_id"`) {
-		t.Fatalf("console sink wrote %q", console.String())
+	d.Decide(context.Background(), request.Raw{Method: "GET", Target: "/public/x"})
+	if !strings.Contains(logs.String(), `"msg":"decision"`) {
+		t.Fatalf("no decision line: %s", logs.String())
+	}
+	if l, err := newDecisionLog(c, &bytes.Buffer{}, "test", nil, log); l != nil || err != nil {
+		t.Fatalf("decision_log.enabled made a decision_logs logger: %v %v", l, err)
+	}
+	off, err := parseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if legacyDecisionLog(off, log) != nil {
+		t.Fatal("the legacy decision log is on by default")
 	}
 }
 
@@ -240,7 +249,8 @@ decision_logs: {service: collector, reporting: {min_delay_seconds: 1, max_delay_
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`tollgate_decisions_total{allow="false",reason="credential_in_query",status="403"}`,
-		`tollgate_credentials_total{placement="query",status="invalid",type="bearer"}`, `tollgate_decision_log_events_total{result="delivered"}`} {
+		`tollgate_credentials_total{placement="query",status="invalid",type="bearer"}`, `tollgate_decision_log_events_total{result="delivered"}`,
+		`tollgate_bundle_checked_timestamp_seconds{bundle="tollgate"}`, `tollgate_decision_duration_seconds_bucket{stage="eval"`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

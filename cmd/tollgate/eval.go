@@ -36,6 +36,8 @@ type evalFlags struct {
 	placement string
 	format    string
 	dev       bool
+
+	capabilities string
 }
 
 func newEvalCommand() *cobra.Command {
@@ -82,6 +84,7 @@ Exit status: 0 the request was decided (allowed or denied); 1 it could not be.`,
 	f.StringVar(&fl.keyScopes, "api-key-scopes", "", "send a new API key with these scopes (comma-separated; may be empty)")
 	f.StringVar(&fl.placement, "placement", "header", "where the minted credential goes: header, cookie (jwt only) or query")
 	f.StringVarP(&fl.format, "format", "f", "text", "output format: text or json")
+	f.StringVar(&fl.capabilities, "capabilities", "", "policy.capabilities file extending the built-ins a policy may call (as 'serve' reads it)")
 	f.BoolVar(&fl.dev, "dev", false, "also trust the development issuer (tokens of 'tollgate token'), as 'serve --dev' does")
 	return cmd
 }
@@ -153,7 +156,11 @@ func runEval(ctx context.Context, fl evalFlags, out io.Writer) error {
 	if err != nil {
 		return exitErr(exitError, err)
 	}
-	engine, b, err := loadBundleEngine(ctx, fl.bundle)
+	caps, err := policyCapabilities(fl.capabilities)
+	if err != nil {
+		return exitErr(exitError, err)
+	}
+	engine, b, err := loadBundleEngine(ctx, fl.bundle, caps)
 	if err != nil {
 		return exitErr(exitError, err)
 	}
@@ -205,7 +212,7 @@ func runEval(ctx context.Context, fl evalFlags, out io.Writer) error {
 		if err != nil {
 			return exitErr(exitError, err)
 		}
-		ev, err := decisiontable.NewEvaluator(ctx, b, nil)
+		ev, err := decisiontable.NewEvaluator(ctx, b, caps)
 		if err != nil {
 			return exitErr(exitError, err)
 		}

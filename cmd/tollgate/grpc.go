@@ -64,7 +64,7 @@ func startGRPC(ctx context.Context, c *config, d *pdp.Decider, tlsConfig *tls.Co
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig.Clone())))
 	}
 	g := grpc.NewServer(opts...)
-	svc := extauthz.New(d, extauthz.Options{Logger: log})
+	svc := extauthz.New(d, extauthz.Options{Logger: log, JWTAuthnPayloads: c.jwtAuthnPayloads()})
 	svc.Register(g)
 	wctx, cancel := context.WithCancel(ctx)
 	go svc.WatchReadiness(wctx, grpcHealthInterval)

@@ -18,6 +18,7 @@ import (
 )
 
 func newLintCommand() *cobra.Command {
+	var capsFile string
 	cmd := &cobra.Command{
 		Use:   "lint [DIR]",
 		Short: "Check a policy bundle for mistakes that matter for access policies",
@@ -26,7 +27,8 @@ func newLintCommand() *cobra.Command {
   strict        OPA's strict compilation (unused variables and imports,
                 deprecated built-ins, shadowed names...), tests included
   capabilities  only the built-in functions Tollgate serves with (the pinned
-                capabilities of pdp/policy; 'tollgate serve' refuses others)
+                capabilities of pdp/policy, extended by --capabilities FILE
+                as policy.capabilities extends them; 'serve' refuses others)
   default-deny  the decision rule (data.tollgate.authz.decision) has a
                 'default' that denies, so an unforeseen input is refused
   decision-shape every decision the rule can give, as written, has allow,
@@ -49,9 +51,10 @@ Exit status: 0 no finding; 2 findings; 1 the bundle could not be read.`,
 			if len(args) == 1 {
 				dir = args[0]
 			}
-			return runLint(dir, cmd.OutOrStdout())
+			return runLint(dir, capsFile, cmd.OutOrStdout())
 		},
 	}
+	cmd.Flags().StringVar(&capsFile, "capabilities", "", "policy.capabilities file extending the built-ins a policy may call (as 'serve' reads it)")
 	return cmd
 }
 
@@ -65,7 +68,7 @@ type finding struct {
 
 func (f finding) String() string { return fmt.Sprintf("%s:%d: %s: %s", f.file, f.line, f.rule, f.msg) }
 
-func runLint(dir string, out io.Writer) error {
+func runLint(dir, capsFile string, out io.Writer) error {
 	if st, err := os.Stat(dir); err != nil {
 		return exitErr(exitError, err)
 	} else if !st.IsDir() {
@@ -93,7 +96,7 @@ func runLint(dir string, out io.Writer) error {
 		modules[file] = m
 	}
 	if len(findings) == 0 {
-		caps, err := policy.PinnedCapabilities()
+		caps, err := policyCapabilities(capsFile)
 		if err != nil {
 			return exitErr(exitError, err)
 		}

@@ -126,3 +126,24 @@ func TestCoversTemplate(t *testing.T) {
 		}
 	}
 }
+
+// TestLintCapabilitiesFile: a built-in the operator allows with a
+// policy.capabilities file is no finding with --capabilities.
+func TestLintCapabilitiesFile(t *testing.T) {
+	dir := writeTree(t, lintBundle(lintGoodRego+`
+fetched := http.send({"method": "GET", "url": "https://example.com"})
+`, lintGoodRoutes))
+	caps := filepath.Join(t.TempDir(), "caps.json")
+	if err := os.WriteFile(caps, []byte(`{"builtins": [{"name": "http.send"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := runCLI(t, "lint", dir); code != exitFailed || !strings.Contains(out, "capabilities: built-in http.send") {
+		t.Fatalf("without --capabilities: exit %d\n%s", code, out)
+	}
+	if out, code := runCLI(t, "lint", "--capabilities", caps, dir); code != 0 {
+		t.Errorf("with --capabilities: exit %d\n%s", code, out)
+	}
+	if out, code := runCLI(t, "lint", "--capabilities", filepath.Join(t.TempDir(), "none.json"), dir); code != exitError {
+		t.Errorf("missing capabilities file: exit %d\n%s", code, out)
+	}
+}

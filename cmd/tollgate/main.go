@@ -1,6 +1,7 @@
 // Command tollgate is Tollgate's CLI: the policy decision point server
-// (serve), a development token minter (token), API key management (apikey)
-// and version information.
+// (serve), a development token minter (token), API key management (apikey),
+// policy bundles (bundle), the policy author's tools (init, fmt, lint, test,
+// check, eval, replay) and version information.
 //
 // This is the composition root: the only place that reads the configuration
 // file and wires the pdp packages together.
@@ -35,7 +36,8 @@ request may through: it finds the request's credential, verifies it (OIDC JWTs,
 API keys), evaluates versioned Rego policies with OPA's engine, and answers
 allow or deny with a status, reasons and identity headers.
 
-Start with 'tollgate serve --dev' and 'tollgate token --help'.`,
+Start with 'tollgate serve --dev' and 'tollgate token --help'; to write a
+policy, with 'tollgate init' (docs/AUTHORING.md).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       readBuildVersion().String(),

@@ -207,7 +207,15 @@ func regoTests(ctx context.Context, paths []string, fl policyTestFlags) (*testRu
 		run.results = append(run.results, r)
 	}
 	if cov != nil {
-		rep := cov.Report(modules)
+		// The report names each module by its own file (ParsedModules
+		// prefixes the bundle's name, which would name no real file).
+		byFile := make(map[string]*ast.Module, len(modules))
+		for _, m := range modules {
+			if m.Package != nil && m.Package.Location != nil {
+				byFile[m.Package.Location.File] = m
+			}
+		}
+		rep := cov.Report(byFile)
 		run.coverage = &rep
 	}
 	return run, nil
@@ -267,6 +275,7 @@ func writeTestText(out io.Writer, run *testRun, fl policyTestFlags) error {
 					ranges = append(ranges, fmt.Sprintf("%d-%d", r.Start.Row, r.End.Row))
 				}
 			}
+			ranges = slices.Compact(ranges)
 			fmt.Fprintf(out, "  not covered: %s:%s\n", file, strings.Join(ranges, ","))
 		}
 	}

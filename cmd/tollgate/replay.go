@@ -25,12 +25,15 @@ const (
 	maxReplayLineBytes = 4 << 20
 	maxReplayEvents    = 1_000_000
 	replayExamples     = 3
+	maxExpectBytes     = 1 << 20
 )
 
 type replayFlags struct {
 	bundle string
 	expect string
 	format string
+
+	capabilities string
 }
 
 func newReplayCommand() *cobra.Command {
@@ -72,6 +75,7 @@ events or the expectations could not be read.`,
 	f.StringVarP(&fl.bundle, "bundle", "b", "", "candidate policy bundle directory (required)")
 	f.StringVar(&fl.expect, "expect", "", "YAML file listing the intended flips")
 	f.StringVarP(&fl.format, "format", "f", "text", "output format: text or json")
+	f.StringVar(&fl.capabilities, "capabilities", "", "policy.capabilities file extending the built-ins a policy may call (as 'serve' reads it)")
 	_ = cmd.MarkFlagRequired("bundle")
 	return cmd
 }
@@ -129,9 +133,17 @@ func readExpectations(file string) ([]*expectedFlip, error) {
 	if file == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxExpectBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxExpectBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes", file, maxExpectBytes)
 	}
 	var list []*expectedFlip
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
@@ -161,7 +173,11 @@ func runReplay(ctx context.Context, files []string, fl replayFlags, out io.Write
 	if err != nil {
 		return exitErr(exitError, fmt.Errorf("load bundle: %w", err))
 	}
-	ev, err := decisiontable.NewEvaluator(ctx, b, nil)
+	caps, err := policyCapabilities(fl.capabilities)
+	if err != nil {
+		return exitErr(exitError, err)
+	}
+	ev, err := decisiontable.NewEvaluator(ctx, b, caps)
 	if err != nil {
 		return exitErr(exitError, err)
 	}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tollgate/tollgate/pdp/decisiontable"
 )
 
 func TestReplay(t *testing.T) {
@@ -99,5 +102,43 @@ func TestReplay(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "junk.jsonl"), []byte("not json\n"), 0o644)
 	if out, code := runCLI(t, "replay", "--bundle", policyDir, filepath.Join(dir, "junk.jsonl")); code != exitError || !strings.Contains(out, "junk.jsonl:1: not a decision-log event") {
 		t.Errorf("junk: exit %d\n%s", code, out)
+	}
+}
+
+// TestReplayDecisionLogEvents: replay reads what Tollgate's decision logger
+// writes (the starter's sample is written by it), and flips nothing against
+// the bundle that made the decisions.
+func TestReplayDecisionLogEvents(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "starter")
+	if out, code := runCLI(t, "init", dir); code != 0 {
+		t.Fatalf("init: exit %d\n%s", code, out)
+	}
+	sample, err := os.ReadFile(filepath.Join(dir, "decisions", "sample.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(sample)), "\n")
+	parsed, err := decisiontable.Parse("cases.yaml", starterCases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := len(parsed)
+	if len(lines) != cases {
+		t.Fatalf("%d events for %d cases", len(lines), cases)
+	}
+	for _, l := range lines {
+		var ev struct {
+			Bundles map[string]struct{ Revision string }
+			Input   map[string]any
+			Result  map[string]any
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Bundles["policy"].Revision != starterRevision || ev.Input["request"] == nil || ev.Result["status"] == nil {
+			t.Fatalf("event %v: %.200s", err, l)
+		}
+	}
+	out, code := runCLI(t, "replay", "--bundle", filepath.Join(dir, "policy"), filepath.Join(dir, "decisions", "sample.jsonl"))
+	want := fmt.Sprintf("replayed %d of %d decisions", cases, cases)
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "PASS: 0 flip(s), 0 unexpected") {
+		t.Errorf("exit %d, want %q\n%s", code, want, out)
 	}
 }

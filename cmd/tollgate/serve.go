@@ -134,6 +134,7 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 	}
 	keyReloads := newKeyReloadCounter()
 	var parts serveParts
+	parts.telemetry.console = stderr // the decision log's console sink
 	d, err := buildServeDecider(ctx, c, fl.dev, log, keyReloads, &parts)
 	if err != nil {
 		return err
@@ -276,6 +277,7 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 	if parts != nil {
 		parts.bundles = pb
 		parts.metrics = append(parts.metrics, pb.metrics.Collectors()...)
+		parts.metrics = append(parts.metrics, telemetry.NewBundleCollector(bundleTimes(pb)))
 		if pb.shadow != nil {
 			parts.metrics = append(parts.metrics, pb.shadow.Collectors()...)
 		}
@@ -287,6 +289,8 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		issuers = append(issuers, oidcjwt.IssuerConfig{
 			Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms, RequireType: is.RequireType,
 			JWKSRefreshInterval: is.JWKSRefreshInterval,
+
+			TrustEnvoyPayloadInMetadata: is.EnvoyJWTAuthn.PayloadInMetadata,
 		})
 	}
 	if dev {
@@ -334,6 +338,10 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 			}
 			verifier = cached
 		}
+		if len(c.jwtAuthnPayloads()) > 0 {
+			// Before the cache: what Envoy vouched for is never cached.
+			authns = append(authns, jwts.EnvoyJWTAuthn())
+		}
 		authns = append(authns, verifier)
 	}
 	if c.APIKeys.File != "" {
@@ -355,8 +363,10 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		Logger:         log,
 		Recorders:      recorders,
 		Tracer:         tracer,
+		DecisionLog:    legacyDecisionLog(c, log),
 
 		DecisionTimeout: c.Limits.DecisionTimeout,
 		Shadow:          pb.observer(),
+		PolicyStale:     pb.staleCheck(c.MaxBundleAge),
 	})
 }

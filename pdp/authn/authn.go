@@ -36,8 +36,16 @@ type Identity struct {
 	// are what encoding/json produces: string, float64/json.Number, bool,
 	// []any, map[string]any, nil.
 	Claims map[string]any
-	Scopes []string
-	Roles  []string
+	// ClaimsValue, when not nil, is Claims already converted for the policy
+	// engine: an OPA AST object (ast.Object), built once by the verifier so
+	// that no evaluation converts the claims again. It must describe Claims
+	// exactly and is never modified once the identity is built (identities
+	// are shared by caches and concurrent decisions). The policy package
+	// uses it when it is an ast.Object and converts Claims otherwise; it is
+	// typed any so that this package does not import OPA.
+	ClaimsValue any
+	Scopes      []string
+	Roles       []string
 	// ContentKey, when not empty, identifies the identity's content: two
 	// identities with equal ContentKeys are equal in every field. Verifiers
 	// set it when they can compute it cheaply (a JWT: a digest of its issuer

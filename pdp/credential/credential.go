@@ -7,6 +7,8 @@ package credential
 import (
 	"crypto/sha256"
 	"log/slog"
+
+	"github.com/tollgate/tollgate/pdp/request"
 )
 
 // Type is the kind of credential.
@@ -77,6 +79,11 @@ type Credential struct {
 	// Problem is non-empty when the request's credentials are unusable before
 	// any verification, e.g. ErrMultipleCredentials.
 	Problem string
+	// Verified is what a trusted component in front of Tollgate says it
+	// verified for this request (request.Raw.Verified), passed through for
+	// the authenticators; nil when nothing was. It never replaces Secret:
+	// an authenticator that uses it binds it to the token in Secret.
+	Verified *request.Verified
 }
 
 // None returns the credential of a request that carries none.

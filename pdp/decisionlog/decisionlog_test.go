@@ -253,6 +253,16 @@ func TestOneEventPerDecisionAcrossTransports(t *testing.T) {
 			t.Errorf("erased = %q, want %q in it", e.Erased, p)
 		}
 	}
+	// A request that cannot be normalized says why, without quoting it.
+	var refused struct {
+		Tollgate decisionlog.Tollgate `json:"tollgate"`
+	}
+	if err := json.Unmarshal(raws[indexOf(events, byName(all, "unnormalizable path").id)], &refused); err != nil {
+		t.Fatal(err)
+	}
+	if r := refused.Tollgate.Refuse; r == nil || r.Error == "" || strings.Contains(r.Error, "admin") {
+		t.Errorf("refused = %+v: want the normalizer's error, without the input", r)
+	}
 	if got := counter(t, f.reg, "tollgate_decision_log_events_total", map[string]string{"result": "delivered"}); got != float64(len(all)) {
 		t.Errorf("delivered = %v, want %d", got, len(all))
 	}

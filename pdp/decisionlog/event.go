@@ -11,6 +11,17 @@
 // logger's own goroutines. When the collector is slow or down, decisions go
 // on at full speed; an event that cannot be delivered is counted as
 // dropped, never silently lost.
+//
+// Why not OPA's own plugin (v1/plugins/logs) behind a plugins.Manager: its
+// Log runs the mask and drop queries and the JSON encoding on the caller's
+// goroutine; its buffers drop whole chunks and count them as OPA metrics,
+// not events (so "dropped equals lost" cannot be shown); its default byte
+// buffer is unbounded; and it needs a Manager holding the policy in a store
+// and compiler of its own. Tollgate keeps OPA's wire format (the EventV1
+// fields and names, gzip JSON arrays POSTed to {url}{resource}), OPA's
+// configuration keys and mask/drop semantics, and OPA's REST client for the
+// service (plugins/rest: credentials, TLS), with a bounded, counted buffer
+// of its own. The tests decode what is uploaded with OPA's EventV1.
 package decisionlog
 
 import (
@@ -42,6 +53,9 @@ type Record struct {
 	// Refusal names who refused the request before the policy ran and why;
 	// empty for decisions the policy made.
 	Refusal string
+	// Error says what was wrong with a refused request, in words that
+	// quote no input (request.Normalize's errors); optional.
+	Error string
 	// Transport is the adapter that asked ("decision", "forward-auth",
 	// "ext_authz", "data-api", "go"); optional.
 	Transport string
@@ -116,6 +130,8 @@ type StageTimes struct {
 // RefuseInfo marks a request refused before the policy ran.
 type RefuseInfo struct {
 	Reason string `json:"reason"`
+	// Error is what was wrong, quoting no input.
+	Error string `json:"error,omitempty"`
 }
 
 // credentialInfo builds the event's credential summary.

@@ -488,7 +488,7 @@ func (l *Logger) build(rec *Record, lp *logPolicy) Event {
 		},
 	}
 	if rec.Refusal != "" {
-		ev.Tollgate.Refuse = &RefuseInfo{Reason: rec.Refusal}
+		ev.Tollgate.Refuse = &RefuseInfo{Reason: rec.Refusal, Error: Scrub(rec.Error)}
 	}
 	if total := rec.Stages.Normalize + rec.Stages.Authn + rec.Stages.Eval; total > 0 {
 		ev.Metrics = map[string]any{

@@ -10,6 +10,7 @@ package explain
 import (
 	"bytes"
 	"context"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -317,7 +318,11 @@ func (e *Explainer) explain(ctx context.Context, dec decision.Decision, rec *dec
 		if id.KeyID != "" {
 			x.Identity["key_id"] = id.KeyID
 		}
-		x.Text = append(x.Text, fmt.Sprintf("Caller: %s %q from %q, scopes %q, roles %q.", id.Kind, id.Subject, id.Issuer, id.Scopes, id.Roles))
+		from := ""
+		if id.Issuer != "" {
+			from = fmt.Sprintf(" from %q", id.Issuer)
+		}
+		x.Text = append(x.Text, fmt.Sprintf("Caller: %s %q%s, scopes %q, roles %q.", id.Kind, id.Subject, from, id.Scopes, id.Roles))
 	}
 
 	c2 := e.policy.Load()
@@ -490,6 +495,5 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	b, _ := json.Marshal(v, json.Deterministic(true))
-	_, _ = w.Write(append(b, '\n'))
+	_ = stdjson.NewEncoder(w).Encode(v) // numbers from the policy (json.Number) stay numbers
 }

@@ -86,7 +86,9 @@ var (
 // can set it.
 //
 // Claims are converted with ast.InterfaceToValue, which handles everything
-// encoding/json produces, json.Number included. Should a claim ever be
+// encoding/json produces, json.Number included, unless the identity carries
+// them already converted (authn.Identity.ClaimsValue, an ast.Object: the
+// JWT verifier converts them once per token). Should a claim ever be
 // unrepresentable, Value reports the claims as an empty object; Evaluate
 // never does that: it refuses such an input and fails closed.
 func (in Input) Value() ast.Value {
@@ -132,11 +134,15 @@ func (in Input) validate() error {
 }
 
 // claims converts the visible identity's claims; no identity or no claims
-// give an empty object.
+// give an empty object. The verifier's precomputed conversion
+// (authn.Identity.ClaimsValue, an ast.Object) is used as it is.
 func (in Input) claims() (ast.Value, error) {
 	id := in.identity()
 	if id == nil || len(id.Claims) == 0 {
 		return ast.NewObject(), nil
+	}
+	if v, ok := id.ClaimsValue.(ast.Object); ok {
+		return v, nil
 	}
 	v, err := ast.InterfaceToValue(id.Claims)
 	if err != nil {

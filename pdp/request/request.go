@@ -17,6 +17,23 @@ type Raw struct {
 	Scheme   string
 	Headers  map[string][]string // any case; Normalize lower-cases names
 	SourceIP string
+	// Verified is what a component in front of Tollgate reports it has
+	// already verified, or nil. Only an adapter whose channel a client
+	// cannot write sets it (the gRPC ext_authz service, from the
+	// CheckRequest's metadata_context); the HTTP endpoints never do. It is
+	// a claim, not a credential: it is used only for an issuer configured
+	// to trust it, and only for the token the request itself carries.
+	Verified *Verified `json:"-"`
+}
+
+// Verified holds results of verification done before Tollgate was asked.
+type Verified struct {
+	// JWTPayloads are the payloads of JWTs Envoy's jwt_authn filter
+	// verified, by the name under which the filter stored each in its
+	// dynamic metadata (a provider's payload_in_metadata). Values are what
+	// encoding/json produces for the payload (numbers as float64), as
+	// Envoy converts the JSON payload to a protobuf Struct.
+	JWTPayloads map[string]map[string]any
 }
 
 // Request is the normalized request. Every field is safe to hand to a policy

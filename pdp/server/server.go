@@ -63,7 +63,7 @@ type Options struct {
 	// MaxBundleAge, when positive, makes /health/ready answer 503 while a
 	// bundle's source has not confirmed its active revision for longer
 	// (BundleStatus.CheckedAt): a stale policy takes the replica out of
-	// the load balancer instead of answering on it.
+	// the load balancer (decisions fail closed too: pdp.Config.PolicyStale).
 	MaxBundleAge time.Duration
 
 	// TLSConfig, when set, makes Serve speak TLS on the listener. It must

@@ -54,7 +54,7 @@ type MetricsOptions struct {
 // pdp.Recorder. Safe for concurrent use.
 type Metrics struct {
 	decisions *prometheus.CounterVec
-	durations [3]prometheus.Observer // normalize, authn, eval
+	durations [3]prometheus.Observer                      // normalize, authn, eval
 	creds     [4][5][4]atomic.Pointer[prometheus.Counter] // bound on first use
 	credVec   *prometheus.CounterVec
 

@@ -235,3 +235,22 @@ func exposition(t *testing.T, reg prometheus.Gatherer) string {
 	}
 	return sb.String()
 }
+
+// TestBundleCollector: the bundle's activation and confirmation times are
+// exported for stale-bundle alerts; a bundle never confirmed has none.
+func TestBundleCollector(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	times := []telemetry.BundleTimes{{Name: "tollgate", ActivatedAt: at, CheckedAt: at.Add(time.Minute)}, {Name: "fresh"}}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(telemetry.NewBundleCollector(func() []telemetry.BundleTimes { return times }))
+	want := `# HELP tollgate_bundle_activated_timestamp_seconds When the active revision of the bundle was activated (Unix seconds).
+# TYPE tollgate_bundle_activated_timestamp_seconds gauge
+tollgate_bundle_activated_timestamp_seconds{bundle="tollgate"} 1.8e+09
+# HELP tollgate_bundle_checked_timestamp_seconds When the bundle's source last confirmed the active revision (Unix seconds).
+# TYPE tollgate_bundle_checked_timestamp_seconds gauge
+tollgate_bundle_checked_timestamp_seconds{bundle="tollgate"} 1.80000006e+09
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}

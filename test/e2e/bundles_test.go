@@ -540,3 +540,37 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
 }
+
+func TestMaxBundleAgeFailsClosed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	key := bundletest.NewKey(t)
+	srv := newLCBundleServer(t)
+	srv.serve(bundletest.Build(t, bundletest.PolicyDir(t, nil), "r1", &key))
+	cfg := remoteConfig(srv, key, t.TempDir(), 1, 1)
+	cfg["max_bundle_age"] = "4s"
+	s := startServe(t, "tollgate-max-age", cfg)
+	eventually(t, 60*time.Second, "ready on r1", func() bool { code, _ := s.ready(t); return code == 200 })
+	if allow, rev := s.decide(t, "/public/x"); !allow || rev != "r1" {
+		t.Fatalf("allow=%v rev=%s", allow, rev)
+	}
+	// While the server answers (304s), the policy stays fresh.
+	time.Sleep(5 * time.Second)
+	if code, _ := s.ready(t); code != 200 {
+		t.Fatalf("ready = %d while the bundle server confirms the revision", code)
+	}
+	srv.stop()
+	eventually(t, 30*time.Second, "stale", func() bool {
+		code, body := s.ready(t)
+		return code == 503 && body["status"] == "stale policy"
+	})
+	if allow, rev := s.decide(t, "/public/x"); allow || rev != "r1" {
+		t.Errorf("stale: allow=%v rev=%s, want a deny naming r1", allow, rev)
+	}
+	srv.start(t)
+	eventually(t, 30*time.Second, "fresh again", func() bool { code, _ := s.ready(t); return code == 200 })
+	if allow, _ := s.decide(t, "/public/x"); !allow {
+		t.Error("still denying after the bundle server came back")
+	}
+}

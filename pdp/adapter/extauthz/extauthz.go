@@ -11,6 +11,15 @@
 // source is attributes.source.address. The decision id is always Tollgate's
 // own, never Envoy's x-request-id.
 //
+// JWT payloads Envoy's jwt_authn filter verified reach Tollgate in
+// attributes.metadata_context.filter_metadata["envoy.filters.http.jwt_authn"]
+// when the ext_authz filter lists that namespace in
+// metadata_context_namespaces. The entries named in
+// Options.JWTAuthnPayloads (the providers' payload_in_metadata) are handed
+// on as request.Raw.Verified; whether they are used is the authenticators'
+// call (an issuer must be configured to trust them, and the token must be
+// in the request too). Nothing else in the metadata is read.
+//
 // Allow: status OK and an OkHttpResponse that sets the decision's headers on
 // the upstream request (overwriting) and removes every identity header the
 // client sent that the decision does not set, so a client can never forge
@@ -25,6 +34,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +46,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tollgate/tollgate/pdp/decision"
 	"github.com/tollgate/tollgate/pdp/request"
@@ -64,8 +75,22 @@ type Options struct {
 	// IdentityHeaders are removed from the upstream request unless the
 	// decision sets them; default decision.IdentityHeaders().
 	IdentityHeaders []string
-	Logger          *slog.Logger
+	// JWTAuthnPayloads names the entries of the jwt_authn filter's
+	// metadata (its providers' payload_in_metadata) to hand on to the
+	// pipeline as verified JWT payloads; none by default, and the metadata
+	// is not read at all.
+	JWTAuthnPayloads []string
+	Logger           *slog.Logger
 }
+
+// JWTAuthnNamespace is the dynamic metadata namespace of Envoy's jwt_authn
+// filter.
+const JWTAuthnNamespace = "envoy.filters.http.jwt_authn"
+
+// MaxJWTAuthnPayloadBytes bounds one payload read from the metadata (its
+// protobuf size); a larger one is left out, so the token is verified by
+// Tollgate itself. Tokens are far smaller (oidcjwt.DefaultMaxTokenBytes).
+const MaxJWTAuthnPayloadBytes = 64 << 10
 
 // Server implements envoy.service.auth.v3.Authorization.
 type Server struct {
@@ -75,6 +100,7 @@ type Server struct {
 	identity []string
 	health   *health.Server
 	log      *slog.Logger
+	payloads []string // Options.JWTAuthnPayloads
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -94,7 +120,8 @@ func New(d Decider, opts Options) *Server {
 	for i, h := range opts.IdentityHeaders {
 		ids[i] = strings.ToLower(h)
 	}
-	return &Server{decider: d, realm: opts.Realm, identity: ids, health: health.NewServer(), log: opts.Logger}
+	return &Server{decider: d, realm: opts.Realm, identity: ids, health: health.NewServer(), log: opts.Logger,
+		payloads: slices.Clone(opts.JWTAuthnPayloads)}
 }
 
 // Register registers the authorization service and the gRPC health service
@@ -142,7 +169,36 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 		return s.denied(dec), nil
 	}
-	return s.respond(s.decider.Decide(ctx, original(req, httpReq))), nil
+	raw := original(req, httpReq)
+	raw.Verified = s.verified(req)
+	return s.respond(s.decider.Decide(ctx, raw)), nil
+}
+
+// verified reads the configured jwt_authn payloads from the metadata
+// context; nil when there are none.
+func (s *Server) verified(req *authv3.CheckRequest) *request.Verified {
+	if len(s.payloads) == 0 {
+		return nil
+	}
+	ns := req.GetAttributes().GetMetadataContext().GetFilterMetadata()[JWTAuthnNamespace]
+	if ns == nil {
+		return nil
+	}
+	var out map[string]map[string]any
+	for _, name := range s.payloads {
+		p := ns.GetFields()[name].GetStructValue()
+		if p == nil || proto.Size(p) > MaxJWTAuthnPayloadBytes {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]map[string]any, len(s.payloads))
+		}
+		out[name] = p.AsMap()
+	}
+	if out == nil {
+		return nil
+	}
+	return &request.Verified{JWTPayloads: out}
 }
 
 // original is the request Envoy asks about.

@@ -1,12 +1,41 @@
-// Package oidcjwt verifies OpenID Connect JWT bearer tokens with go-oidc.
+// Package oidcjwt verifies OpenID Connect JWT bearer tokens.
 //
-// Per token, cheapest first: the size cap; compact serialization only; the
-// header's alg against the issuer's allow-list; duplicate and case-variant
-// claims; the unverified iss, used only to pick one of the configured
-// issuers (an unknown issuer is rejected without fetching anything). Then
-// go-oidc checks the signature against the issuer's keys and the issuer, and
-// this package checks what go-oidc leaves open: exp required, exp, nbf and
-// iat with one clock skew, the audience, the typ header.
+// Per token, cheapest first: the size cap; compact serialization only, every
+// part canonical unpadded base64url; the header (a JSON object without
+// duplicate members, alg, kid and typ strings, no crit or b64) and its alg
+// against the issuer's allow-list; the payload, decoded once (numbers as
+// json.Number) and refused with duplicate or case-variant registered claims;
+// the unverified iss, used only to pick one of the configured issuers (an
+// unknown issuer is rejected without fetching anything). Then the JWS is
+// parsed once, by go-jose (ParseSignedCompact, limited to the issuer's
+// algorithms), and its signature checked with the issuer's keys: a key
+// whose kid matches (any key for a token without kid), whose use is sig or
+// absent, whose alg is the token's or absent, and whose type and curve fit
+// the algorithm (RSA keys of at least MinRSAKeyBits). The errors of that
+// check are typed, so a bad signature, an unknown kid and an unreachable
+// JWKS stay apart. Then the claims, which the signature now covers:
+//
+//   - what go-oidc's verifier checked when it ran here: iss equal to the
+//     configured issuer exactly; sub, nonce and at_hash strings when
+//     present; aud a string or a list of strings; exp, nbf and iat numbers;
+//     _claim_names and _claim_sources well formed (a token failing these
+//     is invalid, whatever else is wrong with it);
+//   - exp required; exp, nbf and iat against one clock skew;
+//   - the audience (any of the configured ones);
+//   - the typ header, when the issuer requires one;
+//   - a non-empty sub.
+//
+// go-oidc remains for discovery (Provider, and the discovery document's
+// issuer check) and for configured key sets (IssuerConfig.KeySet): an
+// oidc.StaticKeySet's keys verify the parsed token directly, any other
+// oidc.KeySet is handed the compact token (and must return its payload).
+// Its IDTokenVerifier is not used: it parses the token again, decodes the
+// payload again, and flattens the key set's error into a string.
+//
+// The identity carries the claims twice over from that one decode: as
+// authn.Identity.Claims, and converted once to an OPA AST object
+// (authn.Identity.ClaimsValue) that the policy package uses as it is,
+// instead of converting the claims on every evaluation.
 //
 // A bad token is an authn.Rejected outcome with a stable reason. An error
 // means the token could not be judged (the issuer's JWKS is unreachable or
@@ -29,8 +58,11 @@
 package oidcjwt
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,8 +108,11 @@ type issuer struct {
 	audiences   []string
 	algs        []string
 	requireType string
-	verifier    *oidc.IDTokenVerifier
-	keys        *remoteKeySet // nil for a configured KeySet
+	// envoyPayload is IssuerConfig.TrustEnvoyPayloadInMetadata.
+	envoyPayload string
+	joseAlgs     []jose.SignatureAlgorithm // algs, for go-jose
+	keys         *remoteKeySet             // nil for a configured KeySet
+	keySet       oidc.KeySet               // IssuerConfig.KeySet; nil when keys is set
 }
 
 // Issuer states reported by Status.
@@ -151,18 +186,14 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 			audiences:   append([]string(nil), ic.Audiences...),
 			algs:        algs,
 			requireType: ic.RequireType,
+
+			envoyPayload: ic.TrustEnvoyPayloadInMetadata,
+			joseAlgs:     joseAlgorithms(algs),
+			keySet:       ic.KeySet,
 		}
-		keySet := ic.KeySet
-		if keySet == nil {
-			iss.keys = a.newRemoteKeySet(life, cfg, ic, algs)
-			keySet = iss.keys
+		if iss.keySet == nil {
+			iss.keys = a.newRemoteKeySet(life, cfg, ic, iss.joseAlgs)
 		}
-		iss.verifier = oidc.NewVerifier(ic.Issuer, recordingKeySet{keySet}, &oidc.Config{
-			SkipClientIDCheck:    true, // the audience check below allows several audiences
-			SkipExpiryCheck:      true, // exp, nbf, iat are checked below, with one skew
-			SupportedSigningAlgs: algs,
-			Now:                  cfg.Now,
-		})
 		a.issuers[ic.Issuer] = iss
 		a.order = append(a.order, iss)
 	}
@@ -198,16 +229,20 @@ func New(ctx context.Context, cfg Config) (*Authenticator, error) {
 	return a, nil
 }
 
-func (a *Authenticator) newRemoteKeySet(life context.Context, cfg Config, ic IssuerConfig, algs []string) *remoteKeySet {
+func joseAlgorithms(algs []string) []jose.SignatureAlgorithm {
 	ja := make([]jose.SignatureAlgorithm, len(algs))
 	for i, alg := range algs {
 		ja[i] = jose.SignatureAlgorithm(alg)
 	}
+	return ja
+}
+
+func (a *Authenticator) newRemoteKeySet(life context.Context, cfg Config, ic IssuerConfig, algs []jose.SignatureAlgorithm) *remoteKeySet {
 	name, client := ic.Issuer, cfg.HTTPClient
 	return &remoteKeySet{
 		issuer:   name,
 		client:   client,
-		algs:     ja,
+		algs:     algs,
 		refetch:  cfg.RefetchInterval,
 		refresh:  ic.JWKSRefreshInterval,
 		now:      cfg.Now,
@@ -318,21 +353,19 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred credential.Creden
 		return a.reject(ctx, cred, iss.name, authn.ReasonAlgorithm), nil
 	}
 
-	rec := &sigRecord{}
-	idt, err := iss.verifier.Verify(context.WithValue(ctx, sigRecordKey{}, rec), raw)
-	if err != nil {
-		reason, ferr := classify(err, rec)
+	// The one parse of the JWS: go-jose, limited to the issuer's algorithms.
+	jws, err := jose.ParseSignedCompact(raw, iss.joseAlgs)
+	if err != nil || len(jws.Signatures) != 1 {
+		return a.reject(ctx, cred, iss.name, authn.ReasonMalformed), nil
+	}
+	if err := iss.verify(ctx, raw, jws, tok.payload); err != nil {
+		reason, ferr := classifyKeySetError(err)
 		if ferr != nil {
 			return authn.Reject(authn.ReasonUnavailable), fmt.Errorf("oidcjwt: issuer %q: %w", iss.name, ferr)
 		}
 		return a.reject(ctx, cred, iss.name, reason), nil
 	}
-
-	var payload json.RawMessage
-	if err := idt.Claims(&payload); err != nil {
-		return a.reject(ctx, cred, iss.name, authn.ReasonInvalid), nil
-	}
-	id, reason := a.check(iss, tok, payload)
+	id, reason := a.check(iss, tok, tok.payload)
 	if reason != "" {
 		return a.reject(ctx, cred, iss.name, reason), nil
 	}
@@ -358,45 +391,42 @@ func (a *Authenticator) reject(ctx context.Context, cred credential.Credential, 
 	return authn.Reject(reason)
 }
 
-// sigRecord receives, per call, what the key set said. go-oidc flattens the
-// key set's error into a string (%v), so this is how a bad signature, an
-// unknown kid and an unreachable JWKS stay apart.
-type sigRecord struct {
-	called bool
-	err    error
-}
-
-type sigRecordKey struct{}
-
-// recordingKeySet passes VerifySignature through and records its result.
-type recordingKeySet struct{ oidc.KeySet }
-
-func (r recordingKeySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	payload, err := r.KeySet.VerifySignature(ctx, jwt)
-	if rec, ok := ctx.Value(sigRecordKey{}).(*sigRecord); ok {
-		rec.called, rec.err = true, err
+// verify checks the signature of the parsed jws (raw is its compact form,
+// payload its decoded payload) with the issuer's keys. The error is typed:
+// errUnknownKey, errBadSignature or errMalformedJWS for a bad token;
+// *FetchError, ErrNotDiscovered or a context error when the token cannot
+// be judged; a configured KeySet's own error otherwise.
+func (iss *issuer) verify(ctx context.Context, raw string, jws *jose.JSONWebSignature, payload []byte) error {
+	if iss.keys != nil {
+		return iss.keys.verify(ctx, jws)
 	}
-	return payload, err
+	if static, ok := iss.keySet.(*oidc.StaticKeySet); ok {
+		// What StaticKeySet.VerifySignature does, on the parsed token.
+		for _, pub := range static.PublicKeys {
+			switch pub.(type) {
+			case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+			default:
+				return fmt.Errorf("oidcjwt: configured key of unsupported type %T", pub)
+			}
+			if _, err := jws.Verify(pub); err == nil {
+				return nil
+			}
+		}
+		return errBadSignature
+	}
+	// Another KeySet only takes the compact form, and parses it again.
+	got, err := iss.keySet.VerifySignature(ctx, raw)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(got, payload) {
+		return errBadSignature
+	}
+	return nil
 }
 
-// classify turns a go-oidc verification failure into a rejection reason, or
+// classifyKeySetError turns a verify error into a rejection reason, or
 // into an error when the token could not be judged.
-func classify(err error, rec *sigRecord) (reason string, fatal error) {
-	var expired *oidc.TokenExpiredError
-	switch {
-	case rec.err != nil:
-		return classifyKeySetError(rec.err)
-	case !rec.called:
-		// go-jose refused to parse what precheck let through.
-		return authn.ReasonMalformed, nil
-	case errors.As(err, &expired):
-		return authn.ReasonExpired, nil
-	default:
-		// The signature held; the claims did not decode or the issuer differs.
-		return authn.ReasonInvalid, nil
-	}
-}
-
 func classifyKeySetError(err error) (reason string, fatal error) {
 	var fe *FetchError
 	var ne net.Error

@@ -63,6 +63,16 @@ type IssuerConfig struct {
 	// KeySet, when set, holds the issuer's keys (development, tests): no
 	// discovery and no JWKS fetches happen for this issuer.
 	KeySet oidc.KeySet
+	// TrustEnvoyPayloadInMetadata, when set, is the payload_in_metadata
+	// name of an Envoy jwt_authn provider for this issuer: a payload Envoy
+	// verified and stored under it (and forwarded to the gRPC ext_authz
+	// service with metadata_context_namespaces) stands in for the
+	// signature check of the token the request carries, when the two
+	// payloads are equal (see Authenticator.EnvoyJWTAuthn). Every claim
+	// check still runs. Empty (the default): Tollgate verifies every token
+	// itself. Not allowed with RequireType: the typ header is not in the
+	// payload Envoy publishes.
+	TrustEnvoyPayloadInMetadata string
 }
 
 // Config configures an Authenticator. The zero value of every field but
@@ -161,6 +171,9 @@ func (cfg *Config) validate() error {
 			if err := CheckJWKSRefreshInterval(ic.JWKSRefreshInterval); err != nil {
 				add("%s.jwks_refresh_interval: %v", p, err)
 			}
+		}
+		if err := CheckEnvoyPayloadInMetadata(ic.TrustEnvoyPayloadInMetadata, ic.RequireType); err != nil {
+			add("%s.envoy_jwt_authn.payload_in_metadata: %v", p, err)
 		}
 	}
 	if cfg.ClockSkew < 0 {

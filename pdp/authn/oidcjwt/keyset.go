@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -72,7 +71,7 @@ const (
 	resultError       = "error"
 )
 
-// remoteKeySet is an oidc.KeySet over an issuer's jwks_uri.
+// remoteKeySet holds the keys of an issuer's jwks_uri.
 //
 // It is refreshed in the background every refresh interval (shortened by a
 // Cache-Control max-age), so keys that leave the set stop verifying. A token
@@ -117,8 +116,6 @@ type remoteKeySet struct {
 	refused     map[string]bool // thumbprints of refused keys already logged
 }
 
-var _ oidc.KeySet = (*remoteKeySet)(nil)
-
 // inflight is one fetch that several callers may wait for.
 type inflight struct {
 	done   chan struct{}
@@ -127,15 +124,14 @@ type inflight struct {
 	maxAge time.Duration // from Cache-Control, 0 when absent
 }
 
-// VerifySignature implements oidc.KeySet: it verifies a compact JWS against
-// the issuer's keys and returns the payload.
-func (ks *remoteKeySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
-	jws, err := jose.ParseSignedCompact(raw, ks.algs)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errMalformedJWS, err)
-	}
+// verify checks the signature of jws, parsed once by the caller (with the
+// issuer's algorithms), against the issuer's keys. It returns nil, a verdict
+// on the token (errUnknownKey, errBadSignature, errMalformedJWS), or an
+// error saying it cannot be judged (ErrNotDiscovered, *FetchError, the
+// context's error).
+func (ks *remoteKeySet) verify(ctx context.Context, jws *jose.JSONWebSignature) error {
 	if len(jws.Signatures) != 1 {
-		return nil, errMalformedJWS
+		return errMalformedJWS
 	}
 	h := jws.Signatures[0].Header
 	alg := jose.SignatureAlgorithm(h.Algorithm)
@@ -144,27 +140,27 @@ func (ks *remoteKeySet) VerifySignature(ctx context.Context, raw string) ([]byte
 	keys, loaded, discovered := ks.keys, ks.loaded, ks.url != ""
 	ks.mu.Unlock()
 	if !discovered {
-		return nil, ErrNotDiscovered
+		return ErrNotDiscovered
 	}
 	if loaded {
-		if payload, found, err := verifyWith(jws, keys, h.KeyID, alg); found {
-			return payload, err
+		if found, err := verifyWith(jws, keys, h.KeyID, alg); found {
+			return err
 		}
 	}
 
 	// No key fits: (re)fetch, if the refetch interval allows.
-	keys, err = ks.refetchFor(ctx)
+	keys, err := ks.refetchFor(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	payload, found, err := verifyWith(jws, keys, h.KeyID, alg)
+	found, err := verifyWith(jws, keys, h.KeyID, alg)
 	switch {
 	case found:
-		return payload, err
+		return err
 	case h.KeyID == "":
-		return nil, errBadSignature
+		return errBadSignature
 	default:
-		return nil, errUnknownKey
+		return errUnknownKey
 	}
 }
 
@@ -172,7 +168,7 @@ func (ks *remoteKeySet) VerifySignature(ctx context.Context, raw string) ([]byte
 // when no key has this kid, or, for a token without kid, when none verifies
 // (fresh keys may). A published kid whose keys do not verify (or do not fit
 // alg) is a bad signature.
-func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey, kid string, alg jose.SignatureAlgorithm) (payload []byte, found bool, err error) {
+func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey, kid string, alg jose.SignatureAlgorithm) (found bool, err error) {
 	for i := range keys {
 		k := &keys[i]
 		if kid != "" && k.KeyID != kid {
@@ -182,14 +178,14 @@ func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey, kid string, 
 		if !keyFits(k, alg) {
 			continue
 		}
-		if payload, err := jws.Verify(k); err == nil {
-			return payload, true, nil
+		if _, err := jws.Verify(k); err == nil {
+			return true, nil
 		}
 	}
 	if kid == "" || !found {
-		return nil, false, nil
+		return false, nil
 	}
-	return nil, true, errBadSignature
+	return true, errBadSignature
 }
 
 // keyFits reports whether k may verify a signature made with alg.

@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/tollgate/tollgate/pdp/authn"
 )
 
 // unverified is what the cheap checks learn from a token before any
-// signature is checked. Only iss (to pick the issuer), alg (against the
-// allow-list) and typ (compared once the signature holds, which covers the
-// header) are used.
+// signature is checked: iss (to pick the issuer), alg (against the
+// allow-list), and typ and the claims (used once the signature, which
+// covers header and payload, holds).
 type unverified struct {
 	alg    string
 	kid    string
@@ -22,6 +25,11 @@ type unverified struct {
 	hasTyp bool
 	iss    string
 	hasIss bool
+	// payload is the payload segment, strictly decoded, and claims its
+	// one JSON decode (numbers as json.Number). Once the signature, which
+	// covers the segment, holds, both are verified.
+	payload []byte
+	claims  map[string]any
 }
 
 // isRegisteredVariant reports whether key is a case variant ("AUD", "Exp")
@@ -107,6 +115,7 @@ func precheck(raw string, maxBytes int) (unverified, string) {
 	if reason := readPayload(payload, &u); reason != "" {
 		return u, reason
 	}
+	u.payload = payload
 	return u, ""
 }
 
@@ -114,143 +123,176 @@ func precheck(raw string, maxBytes int) (unverified, string) {
 // members, whose alg, kid and typ are strings. Tokens with crit or b64 are
 // refused: a JWT needs neither, and b64=false changes what is signed.
 func readHeader(b []byte, u *unverified) string {
-	err := scanObject(b, func(key string, dec *json.Decoder) (string, error) {
+	dec := newJSONDecoder(b)
+	if t, err := dec.ReadToken(); err != nil || t.Kind() != '{' {
+		return authn.ReasonMalformed
+	}
+	var seen [8]string // headers are small: an array beats a map
+	names := seen[:0]
+	for dec.PeekKind() != '}' {
+		t, err := dec.ReadToken()
+		if err != nil {
+			return authn.ReasonMalformed
+		}
+		key := t.String()
+		if slices.Contains(names, key) {
+			return authn.ReasonMalformed
+		}
+		names = append(names, key)
 		switch key {
 		case "alg":
-			return authn.ReasonMalformed, decodeString(dec, &u.alg)
+			err = readString(dec, &u.alg)
 		case "kid":
-			return authn.ReasonMalformed, decodeString(dec, &u.kid)
+			err = readString(dec, &u.kid)
 		case "typ":
 			u.hasTyp = true
-			return authn.ReasonMalformed, decodeString(dec, &u.typ)
+			err = readString(dec, &u.typ)
 		case "crit", "b64":
-			return authn.ReasonMalformed, errRefused
+			return authn.ReasonMalformed
+		default:
+			err = dec.SkipValue()
 		}
-		return authn.ReasonMalformed, skipValue(dec)
-	})
-	return reasonOf(err, authn.ReasonMalformed)
+		if err != nil {
+			return authn.ReasonMalformed
+		}
+	}
+	if !endOfObject(dec) {
+		return authn.ReasonMalformed
+	}
+	return ""
 }
 
-// readPayload checks the claims set: a JSON object whose members are
-// unique and whose registered claims have no case variants. It reads iss.
+// readPayload decodes the claims set, the one decode of the payload: a JSON
+// object whose members are unique and whose registered claims have no case
+// variants. It sets u.claims, and u.iss when there is one (a string). Member
+// names are compared after unescaping, so "\u0061ud" is "aud". Duplicates
+// inside nested objects are not refused: the last one counts, as with
+// encoding/json.
 func readPayload(b []byte, u *unverified) string {
-	err := scanObject(b, func(key string, dec *json.Decoder) (string, error) {
-		if isRegisteredVariant(key) {
-			return authn.ReasonDuplicateClaim, errRefused
+	dec := newJSONDecoder(b)
+	if t, err := dec.ReadToken(); err != nil || t.Kind() != '{' {
+		return authn.ReasonMalformed
+	}
+	claims := make(map[string]any, 16)
+	for dec.PeekKind() != '}' {
+		t, err := dec.ReadToken()
+		if err != nil {
+			return authn.ReasonMalformed
+		}
+		key := t.String()
+		if _, dup := claims[key]; dup || isRegisteredVariant(key) {
+			return authn.ReasonDuplicateClaim
+		}
+		v, err := readValue(dec)
+		if err != nil {
+			return authn.ReasonMalformed
 		}
 		if key == "iss" {
-			u.hasIss = true
-			return authn.ReasonMalformed, decodeString(dec, &u.iss)
-		}
-		return authn.ReasonMalformed, skipValue(dec)
-	})
-	if errors.Is(err, errDuplicateMember) {
-		return authn.ReasonDuplicateClaim
-	}
-	return reasonOf(err, authn.ReasonMalformed)
-}
-
-var (
-	errRefused         = errors.New("refused member")
-	errDuplicateMember = errors.New("duplicate member")
-	errNotObject       = errors.New("not a JSON object")
-)
-
-// reasonError carries the rejection reason a member visitor chose.
-type reasonError struct {
-	reason string
-	err    error
-}
-
-func (e *reasonError) Error() string { return e.reason + ": " + e.err.Error() }
-func (e *reasonError) Unwrap() error { return e.err }
-
-func reasonOf(err error, fallback string) string {
-	if err == nil {
-		return ""
-	}
-	var re *reasonError
-	if errors.As(err, &re) {
-		return re.reason
-	}
-	return fallback
-}
-
-// scanObject walks the members of the JSON object b, exactly one value with
-// nothing after it. visit reads (or skips) each member's value and names the
-// reason to use if it fails. Member names are compared after unescaping, so
-// "\u0061ud" is "aud"; a name seen twice is errDuplicateMember.
-func scanObject(b []byte, visit func(key string, dec *json.Decoder) (reason string, err error)) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil {
-		return err
-	} else if d, ok := t.(json.Delim); !ok || d != '{' {
-		return errNotObject
-	}
-	var seen []string // objects are small: a slice beats a map
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		key, ok := t.(string)
-		if !ok {
-			return errNotObject
-		}
-		for _, s := range seen {
-			if s == key {
-				return errDuplicateMember
+			s, ok := v.(string)
+			if !ok {
+				return authn.ReasonMalformed
 			}
+			u.iss, u.hasIss = s, true
 		}
-		seen = append(seen, key)
-		if reason, err := visit(key, dec); err != nil {
-			return &reasonError{reason: reason, err: err}
-		}
+		claims[key] = v
 	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return err
+	if !endOfObject(dec) {
+		return authn.ReasonMalformed
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the JSON object")
-	}
-	return nil
+	u.claims = claims
+	return ""
 }
 
-// decodeString reads the next value, which must be a JSON string.
-func decodeString(dec *json.Decoder, dst *string) error {
-	t, err := dec.Token()
+// decodeClaims decodes a claims set that needs no precheck (tests, and
+// payloads verified elsewhere): readPayload's rules, numbers as json.Number.
+func decodeClaims(payload []byte) (map[string]any, bool) {
+	var u unverified
+	if readPayload(payload, &u) != "" {
+		return nil, false
+	}
+	return u.claims, true
+}
+
+// newJSONDecoder reads b as JSON the way encoding/json did before: names
+// may repeat (readHeader and readPayload refuse repeats at the top level
+// themselves) and invalid UTF-8 becomes U+FFFD.
+func newJSONDecoder(b []byte) *jsontext.Decoder {
+	return jsontext.NewDecoder(bytes.NewReader(b),
+		jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+}
+
+// readValue reads the next JSON value as encoding/json with UseNumber
+// would: objects as map[string]any (the last of repeated names wins),
+// arrays as []any, numbers as json.Number, strings, bools and nil.
+// jsontext bounds the nesting depth.
+func readValue(dec *jsontext.Decoder) (any, error) {
+	t, err := dec.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	switch t.Kind() {
+	case '"':
+		return t.String(), nil
+	case '0':
+		return json.Number(t.String()), nil
+	case 't':
+		return true, nil
+	case 'f':
+		return false, nil
+	case 'n':
+		return nil, nil
+	case '[':
+		list := []any{}
+		for dec.PeekKind() != ']' {
+			v, err := readValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		_, err := dec.ReadToken()
+		return list, err
+	case '{':
+		obj := map[string]any{}
+		for dec.PeekKind() != '}' {
+			k, err := dec.ReadToken()
+			if err != nil {
+				return nil, err
+			}
+			name := k.String() // before the next read voids k
+			v, err := readValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			obj[name] = v
+		}
+		_, err := dec.ReadToken()
+		return obj, err
+	}
+	return nil, errors.New("unexpected JSON token")
+}
+
+// readString reads the next value, which must be a JSON string.
+func readString(dec *jsontext.Decoder, dst *string) error {
+	t, err := dec.ReadToken()
 	if err != nil {
 		return err
 	}
-	s, ok := t.(string)
-	if !ok {
+	if t.Kind() != '"' {
 		return errors.New("not a string")
 	}
-	*dst = s
+	*dst = t.String()
 	return nil
 }
 
-// skipValue reads past the next value, however deeply nested.
-func skipValue(dec *json.Decoder) error {
-	depth := 0
-	for {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		if d, ok := t.(json.Delim); ok {
-			switch d {
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-			}
-		}
-		if depth == 0 {
-			return nil
-		}
+// endOfObject reads the closing brace of the top-level object and reports
+// whether nothing but whitespace follows it.
+func endOfObject(dec *jsontext.Decoder) bool {
+	if _, err := dec.ReadToken(); err != nil {
+		return false
 	}
+	_, err := dec.ReadToken()
+	return err == io.EOF
 }
 
 // typeMatches compares a typ header with the required type, ignoring case
