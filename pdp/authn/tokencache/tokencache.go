@@ -163,7 +163,8 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred credential.Creden
 func (a *Authenticator) Len() int { return a.cache.EstimatedSize() }
 
 // weight estimates the bytes an identity holds: its strings, its scopes and
-// roles, and its claims, with a fixed overhead per value.
+// roles, and its claims (twice when the verifier also keeps them as an AST
+// value for the policy), with a fixed overhead per value.
 func weight(id *authn.Identity) uint64 {
 	const overhead = 64
 	n := uint64(256 + len(id.Subject) + len(id.Issuer) + len(id.KeyID))
@@ -173,10 +174,14 @@ func weight(id *authn.Identity) uint64 {
 	for _, s := range id.Roles {
 		n += overhead + uint64(len(s))
 	}
+	var claims uint64
 	for k, v := range id.Claims {
-		n += overhead + uint64(len(k)) + valueWeight(v)
+		claims += overhead + uint64(len(k)) + valueWeight(v)
 	}
-	return n
+	if id.ClaimsValue != nil {
+		claims *= 2 // the same claims again, as the policy's AST value
+	}
+	return n + claims
 }
 
 func valueWeight(v any) uint64 {
