@@ -155,8 +155,10 @@ func (d *Decider) Ready() bool { return d.engine.Ready() }
 // the decision always carries an ID and the policy revision. It returns
 // within Config.DecisionTimeout (see there), or sooner when ctx ends.
 func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision {
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
-	defer cancel()
+	// The deadline bounds what can block: a verifier that fetches keys, a
+	// policy evaluation. The fast path (a verified credential and a decision
+	// both in their caches) never blocks and sets no timer.
+	deadline := time.Now().Add(d.timeout)
 	if raw.ID == "" {
 		raw.ID = decision.NewID()
 	}
@@ -178,7 +180,6 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 		return dec
 	}
 
-	ctx = telemetry.WithDecisionIDs(ctx, req.ID, requestID(req)) // for the log lines below
 	cred := d.finder.Find(req)
 	if cred.Type == credential.TypeBearer {
 		// What a trusted gateway verified travels with the token the
@@ -186,10 +187,17 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 		cred.Verified = raw.Verified
 	}
 	in := policy.Input{Request: req, Credential: cred}
-	in.Status, in.Error, in.Identity = d.authenticate(ctx, cred)
+	in.Status, in.Error, in.Identity = d.authenticate(ctx, deadline, req, cred)
 	authenticated := time.Now()
 
-	dec, err := d.evaluate(ctx, in)
+	dec, hit, err := d.cached(in)
+	if !hit {
+		// Off the fast path: log lines carry the decision and request ids.
+		ctx = telemetry.WithDecisionIDs(ctx, req.ID, requestID(req))
+		ectx, cancel := context.WithDeadline(ctx, deadline)
+		dec, err = d.evaluate(ectx, in)
+		cancel()
+	}
 	if len(d.recorders) > 0 || span != nil {
 		evaluated := time.Now()
 		dec.ID = req.ID
@@ -202,7 +210,9 @@ func (d *Decider) Decide(ctx context.Context, raw request.Raw) decision.Decision
 			slog.String("decision_id", req.ID), slog.String("policy_revision", dec.PolicyRevision), slog.Any("error", err))
 	}
 	dec.ID = req.ID
-	d.record(ctx, dec, req, cred, in.Status, identityAttrs(in.Identity)...)
+	if d.declog != nil {
+		d.record(ctx, dec, req, cred, in.Status, identityAttrs(in.Identity)...)
+	}
 	if d.shadow != nil {
 		d.shadow.Observe(in, dec)
 	}
@@ -264,20 +274,72 @@ func (d *Decider) evaluate(ctx context.Context, in policy.Input) (decision.Decis
 	return d.engine.Evaluate(ctx, in)
 }
 
+// cached is the decision the engine's cache holds for in, when the policy
+// is not stale (evaluate's answer then); hit is false when the policy must
+// be evaluated.
+func (d *Decider) cached(in policy.Input) (dec decision.Decision, hit bool, err error) {
+	if d.stale != nil {
+		if err := d.stale(); err != nil {
+			dec := decision.Deny(500, decision.ReasonPolicyError)
+			dec.PolicyRevision = d.engine.Revision()
+			return dec, true, err
+		}
+	}
+	dec, hit = d.engine.Cached(in)
+	return dec, hit, nil
+}
+
 // authenticate turns the credential into a status, an error code and, when
 // valid, an identity. It gives the authenticators d.authnTimeout: an
 // outcome that comes after it is not used (verifier_unavailable), even a
 // valid one, so a slow verifier never decides late.
-func (d *Decider) authenticate(ctx context.Context, cred credential.Credential) (string, string, *authn.Identity) {
+func (d *Decider) authenticate(ctx context.Context, deadline time.Time, req *request.Request, cred credential.Credential) (string, string, *authn.Identity) {
 	switch {
 	case cred.Type == credential.TypeNone:
 		return policy.StatusAbsent, "", nil
 	case cred.Problem != "":
 		return policy.StatusInvalid, cred.Problem, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.authnTimeout)
+	// Authenticators that can answer at once (caches, in-memory stores) are
+	// asked first, in chain order, without a deadline; the first one that
+	// cannot answer, and every one after it, is asked under the deadline.
+	for i, a := range d.authns {
+		p, ok := a.(authn.Peeker)
+		if !ok {
+			return d.authenticateSlow(telemetry.WithDecisionIDs(ctx, req.ID, requestID(req)), deadline, cred, d.authns[i:])
+		}
+		out, known := p.Peek(cred)
+		if !known {
+			return d.authenticateSlow(telemetry.WithDecisionIDs(ctx, req.ID, requestID(req)), deadline, cred, d.authns[i:])
+		}
+		if out.Result != authn.NotApplicable {
+			return outcome(out)
+		}
+	}
+	return policy.StatusInvalid, "no_authenticator", nil
+}
+
+// outcome turns an authenticator's outcome into a status, an error code
+// and, when valid, an identity.
+func outcome(out authn.Outcome) (string, string, *authn.Identity) {
+	switch out.Result {
+	case authn.Authenticated:
+		if out.Identity == nil {
+			return policy.StatusInvalid, authn.ReasonInvalid, nil
+		}
+		return policy.StatusValid, "", out.Identity
+	case authn.Rejected:
+		return policy.StatusInvalid, out.Reason, nil
+	}
+	return policy.StatusInvalid, "no_authenticator", nil
+}
+
+// authenticateSlow asks authns in order, under the part of the decision's
+// deadline authentication may use (d.authnTimeout).
+func (d *Decider) authenticateSlow(ctx context.Context, deadline time.Time, cred credential.Credential, authns []authn.Authenticator) (string, string, *authn.Identity) {
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(d.authnTimeout-d.timeout))
 	defer cancel()
-	for _, a := range d.authns {
+	for _, a := range authns {
 		out, err := a.Authenticate(ctx, cred)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			msg := "credential verification did not finish within the decision deadline; denying"
@@ -294,14 +356,8 @@ func (d *Decider) authenticate(ctx context.Context, cred credential.Credential) 
 				slog.String("credential_type", string(cred.Type)), slog.String("fingerprint", cred.Secret.Fingerprint()), slog.Any("error", err))
 			return policy.StatusInvalid, authn.ReasonUnavailable, nil
 		}
-		switch out.Result {
-		case authn.Authenticated:
-			if out.Identity == nil {
-				return policy.StatusInvalid, authn.ReasonInvalid, nil
-			}
-			return policy.StatusValid, "", out.Identity
-		case authn.Rejected:
-			return policy.StatusInvalid, out.Reason, nil
+		if out.Result != authn.NotApplicable {
+			return outcome(out)
 		}
 	}
 	return policy.StatusInvalid, "no_authenticator", nil

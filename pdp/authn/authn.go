@@ -105,6 +105,17 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, cred credential.Credential) (Outcome, error)
 }
 
+// Peeker is implemented by an authenticator that can answer some
+// credentials at once, without blocking or I/O: a cache of verified tokens,
+// an in-memory key store. The pipeline asks Peek first, and calls
+// Authenticate, under the decision's deadline, only when Peek has no
+// answer. known is false when only Authenticate can tell; a Peek that
+// answers must answer exactly what Authenticate would (NotApplicable
+// included).
+type Peeker interface {
+	Peek(cred credential.Credential) (out Outcome, known bool)
+}
+
 // Reject is a convenience constructor for a rejected outcome.
 func Reject(reason string) Outcome { return Outcome{Result: Rejected, Reason: reason} }
 

@@ -82,39 +82,47 @@ func lowSJWS(v string) (canon string, ok bool) {
 	if !found || strings.Contains(sig, ".") {
 		return "", false
 	}
-	// Cheap filter first: an ECDSA signature is 64, 96 or 132 bytes.
+	// Cheap filter first: an ECDSA signature is 64, 96 or 132 bytes, and
+	// its length names the curve.
 	n := base64.RawURLEncoding.DecodedLen(len(sig))
-	if len(sig) != base64.RawURLEncoding.EncodedLen(n) || (n != 64 && n != 96 && n != 132) || len(h) > 4096 {
+	if len(sig) != base64.RawURLEncoding.EncodedLen(n) || len(h) > 4096 {
 		return "", false
 	}
+	var curve elliptic.Curve
+	switch n {
+	case 64:
+		curve = elliptic.P256()
+	case 96:
+		curve = elliptic.P384()
+	case 132:
+		curve = elliptic.P521()
+	default:
+		return "", false
+	}
+	var raw [132]byte
+	if _, err := base64.RawURLEncoding.Strict().Decode(raw[:n], unsafe.Slice(unsafe.StringData(sig), len(sig))); err != nil {
+		return "", false
+	}
+	order, size := curve.Params().N, n/2
+	sv := new(big.Int).SetBytes(raw[size:n])
+	half := new(big.Int).Rsh(order, 1)
+	if sv.Cmp(half) <= 0 || sv.Cmp(order) >= 0 {
+		// Already low-S (or not a valid S at all): whatever the algorithm,
+		// the token is its own canonical form. Most tokens end here, before
+		// their header is read.
+		return "", false
+	}
+	// A high S: canonicalize only if the header names this curve's ECDSA.
 	hb, err := base64.RawURLEncoding.Strict().DecodeString(h)
 	if err != nil {
 		return "", false
 	}
 	alg, ok := headerAlg(hb)
-	if !ok {
+	if !ok || ecdsaCurve(alg) != curve {
 		return "", false
-	}
-	curve := ecdsaCurve(alg)
-	if curve == nil {
-		return "", false
-	}
-	order := curve.Params().N
-	size := (order.BitLen() + 7) / 8
-	if n != 2*size {
-		return "", false
-	}
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(sig)
-	if err != nil {
-		return "", false
-	}
-	sv := new(big.Int).SetBytes(raw[size:])
-	half := new(big.Int).Rsh(order, 1)
-	if sv.Cmp(half) <= 0 || sv.Cmp(order) >= 0 {
-		return "", false // already low-S, or not a valid S at all
 	}
 	sv.Sub(order, sv)
-	low := make([]byte, 2*size)
+	low := make([]byte, n)
 	copy(low, raw[:size])
 	sv.FillBytes(low[size:])
 	return h + "." + p + "." + base64.RawURLEncoding.EncodeToString(low), true

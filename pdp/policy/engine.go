@@ -484,6 +484,19 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (decision.Decision, err
 	return d, nil
 }
 
+// Cached returns the decision the active revision's decision cache holds
+// for in, without evaluating anything: it never blocks, so a caller can ask
+// it before setting up a deadline for Evaluate. It is what Evaluate would
+// answer.
+func (e *Engine) Cached(in Input) (decision.Decision, bool) {
+	p := e.active.Load()
+	if p == nil || p.cache == nil || in.validate() != nil {
+		return decision.Decision{}, false
+	}
+	d, hit, _ := p.cache.lookup(in)
+	return d, hit
+}
+
 // eval runs the prepared query and returns the value of its one result.
 func (p *program) eval(ctx context.Context, input ast.Value) (ast.Value, error) {
 	// Cancel the evaluation when ctx ends, without the goroutine OPA would

@@ -18,8 +18,10 @@
 //
 // Run:
 //
-//	go test -run '^$' -bench . -benchmem -count 5 ./test/bench/
-//	TOLLGATE_BENCH_SCALE=1 go test -run '^$' -bench Scale -timeout 30m ./test/bench/
+//	go test -run '^$' -bench 'Decide|Peer|Stage' -benchmem -count 5 ./test/bench/
+//	TOLLGATE_BENCH_SCALE=1 go test -run '^$' -bench 'Scale/routes_10000/' -benchmem -timeout 30m ./test/bench/
+//
+// (one table size per process; see BenchmarkScale and docs/BENCHMARKS.md).
 package bench
 
 import (

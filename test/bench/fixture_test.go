@@ -245,13 +245,20 @@ func (rs *requests) builder() func(i int) request.Raw {
 // allowed. It reports allocations. Before the clock starts it decides up
 // to 4,096 of them once, so that each has been seen before (the caches
 // hold it) when the loop meets it.
-func decideLoop(b *testing.B, d *pdp.Decider, n int, at func(i int) request.Raw) {
+//
+// When verified is not nil it counts the verifications behind the token
+// cache: the loop reports how many each decision needed (verifies/op).
+func decideLoop(b *testing.B, d *pdp.Decider, n int, at func(i int) request.Raw, verified *atomic.Int64) {
 	b.Helper()
 	ctx := context.Background()
 	for i := range min(n, 4096) {
 		if dec := d.Decide(ctx, at(i)); !dec.Allow {
 			b.Fatalf("setup: decision %+v", dec)
 		}
+	}
+	if verified != nil {
+		before := verified.Load()
+		defer func() { b.ReportMetric(float64(verified.Load()-before)/float64(b.N), "verifies/op") }()
 	}
 	b.ReportAllocs()
 	i := 0
@@ -268,7 +275,7 @@ func decideLoop(b *testing.B, d *pdp.Decider, n int, at func(i int) request.Raw)
 // decideOne decides raw over and over; see decideLoop.
 func decideOne(b *testing.B, d *pdp.Decider, raw request.Raw) {
 	b.Helper()
-	decideLoop(b, d, 1, func(int) request.Raw { return raw })
+	decideLoop(b, d, 1, func(int) request.Raw { return raw }, nil)
 }
 
 // memory is what the process holds: the Go heap in use after a full

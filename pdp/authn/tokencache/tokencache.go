@@ -79,7 +79,10 @@ type Authenticator struct {
 	maxTTL time.Duration
 }
 
-var _ authn.Authenticator = (*Authenticator)(nil)
+var (
+	_ authn.Authenticator = (*Authenticator)(nil)
+	_ authn.Peeker        = (*Authenticator)(nil)
+)
 
 type entry struct {
 	id        *authn.Identity
@@ -142,11 +145,8 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred credential.Creden
 	}
 	key := cred.Secret.Digest()
 	epoch := a.epoch()
-	if e, ok := a.cache.GetIfPresent(key); ok {
-		if e.epoch == epoch && a.now().Before(e.expiresAt) {
-			return authn.Accept(e.id), nil
-		}
-		a.cache.Invalidate(key)
+	if id, ok := a.lookup(key, epoch); ok {
+		return authn.Accept(id), nil
 	}
 	out, err := a.next.Authenticate(ctx, cred)
 	if err != nil || out.Result != authn.Authenticated || out.Identity == nil || out.Identity.ExpiresAt.IsZero() {
@@ -157,6 +157,35 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred credential.Creden
 		a.cache.Set(key, entry{id: out.Identity, expiresAt: exp, epoch: epoch})
 	}
 	return out, nil
+}
+
+// Peek implements authn.Peeker: it answers a bearer token it holds; for
+// other credentials it passes on what the wrapped verifier's Peek says.
+func (a *Authenticator) Peek(cred credential.Credential) (authn.Outcome, bool) {
+	if cred.Type != credential.TypeBearer || cred.Secret.Empty() {
+		if p, ok := a.next.(authn.Peeker); ok {
+			return p.Peek(cred) // e.g. "not a bearer token: not mine"
+		}
+		return authn.Outcome{}, false
+	}
+	if id, ok := a.lookup(cred.Secret.Digest(), a.epoch()); ok {
+		return authn.Accept(id), true
+	}
+	return authn.Outcome{}, false
+}
+
+// lookup returns the identity cached under key, if it was verified under
+// the current key epoch and has not expired; a stale entry is dropped.
+func (a *Authenticator) lookup(key [sha256.Size]byte, epoch uint64) (*authn.Identity, bool) {
+	e, ok := a.cache.GetIfPresent(key)
+	if !ok {
+		return nil, false
+	}
+	if e.epoch == epoch && a.now().Before(e.expiresAt) {
+		return e.id, true
+	}
+	a.cache.Invalidate(key)
+	return nil, false
 }
 
 // Len is the number of tokens kept (an estimate while evictions run).
