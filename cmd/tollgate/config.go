@@ -86,6 +86,11 @@ type config struct {
 		// tokens, 64 MiB), -1 entries turns the cache off.
 		TokenCacheEntries int   `yaml:"token_cache_entries"`
 		TokenCacheBytes   int64 `yaml:"token_cache_bytes"`
+		// DecisionCacheEntries and DecisionCacheBytes bound the decision
+		// cache of each policy revision (pdp/policy); 0 means its defaults
+		// (100,000 decisions, 32 MiB), -1 entries turns it off.
+		DecisionCacheEntries int   `yaml:"decision_cache_entries"`
+		DecisionCacheBytes   int64 `yaml:"decision_cache_bytes"`
 	} `yaml:"limits"`
 	Timeouts struct {
 		ReadHeader time.Duration `yaml:"read_header"`
@@ -259,6 +264,9 @@ func (c *config) validate() error {
 	}
 	if c.Limits.TokenCacheEntries < -1 || c.Limits.TokenCacheBytes < 0 {
 		errs = append(errs, errors.New("limits.token_cache_entries must be -1 (off), 0 (default) or positive, and limits.token_cache_bytes not negative"))
+	}
+	if c.Limits.DecisionCacheEntries < -1 || c.Limits.DecisionCacheBytes < 0 {
+		errs = append(errs, errors.New("limits.decision_cache_entries must be -1 (off), 0 (default) or positive, and limits.decision_cache_bytes not negative"))
 	}
 	if c.Limits.MaxBodyBytes < 0 || c.Limits.MaxHeaderBytes < 0 || c.Limits.MaxTokenBytes < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))

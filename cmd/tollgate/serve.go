@@ -251,7 +251,8 @@ func buildDecider(ctx context.Context, c *config, dev bool, log *slog.Logger) (*
 // handing runServe the metrics and the issuers' state of what it built.
 func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logger, keyReloads *prometheus.CounterVec, parts *serveParts) (*pdp.Decider, error) {
 	var err error
-	popts := policy.Options{Query: c.Policy.Query, CheckQuery: c.Policy.CheckQuery, Logger: log}
+	popts := policy.Options{Query: c.Policy.Query, CheckQuery: c.Policy.CheckQuery, Logger: log,
+		DecisionCacheEntries: c.Limits.DecisionCacheEntries, DecisionCacheBytes: c.Limits.DecisionCacheBytes}
 	if f := c.Policy.Capabilities; f != "" {
 		if popts.Capabilities, err = policy.LoadCapabilitiesFile(f); err != nil {
 			return nil, fmt.Errorf("policy.capabilities: %w", err)

@@ -63,7 +63,7 @@ func BenchmarkDecide(b *testing.B) {
 		// The headline: a token seen before, on a sensitive route.
 		{"jwt_sensitive_seen_before", f.decider, jwtRequest(f.rsToken, "42")},
 		{"jwt_sensitive_seen_before_no_decision_cache", f.deciderNoDC, jwtRequest(f.rsToken, "42")},
-		{"jwt_es256_sensitive_seen_before", f.decider, jwtRequest(f.esToken, "42")},
+		{"jwt_es256_high_s_sensitive_seen_before", f.decider, jwtRequest(f.esToken, "42")},
 		{"jwt_rs256_sensitive_cold", f.cold, jwtRequest(f.rsToken, "42")},
 		{"jwt_es256_sensitive_cold", f.cold, jwtRequest(f.esToken, "42")},
 		{"apikey_internal", f.decider, keyRequest(f.key)},

@@ -43,6 +43,11 @@ func TestSmoke(t *testing.T) {
 	if bin := os.Getenv("TOLLGATE_LOAD_TOLLGATE"); bin != "" {
 		args = append(args, "-tollgate", bin)
 	}
+	// The hand-kept in-process section of an existing report survives.
+	const kept = "\n## In process\n\nfigures from test/bench\n"
+	if err := os.WriteFile(filepath.Join(dir, "BENCHMARKS.md"), []byte("# old\n\nold table\n"+kept), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	o, err := parseFlags(args)
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +67,9 @@ func TestSmoke(t *testing.T) {
 	}
 	if !bytes.Contains(md, out.Bytes()) || !bytes.Contains(md, []byte("](benchmarks.png)")) {
 		t.Errorf("BENCHMARKS.md lacks the table or the chart:\n%s", md)
+	}
+	if !bytes.HasSuffix(md, []byte(kept)) || bytes.Contains(md, []byte("old table")) {
+		t.Errorf("BENCHMARKS.md did not keep the in-process section (and only it):\n%s", md)
 	}
 	png, err := os.ReadFile(filepath.Join(dir, "benchmarks.png"))
 	if err != nil {

@@ -199,7 +199,7 @@ func thousands(v float64) string {
 }
 
 // writeMarkdown writes docs/BENCHMARKS.md: what was measured, how, the
-// table and the chart.
+// table and the chart, keeping the in-process section that follows them.
 func (rep *report) writeMarkdown(path, chart string) error {
 	var b bytes.Buffer
 	b.WriteString(`# Benchmarks
@@ -245,8 +245,20 @@ ratios, measured side by side in one run, rather than the absolute figures.
 		}
 		fmt.Fprintf(&b, "\n![p50 and p99 latency against decisions/s, per server and number of clients](%s)\n", filepath.ToSlash(rel))
 	}
+	// The in-process figures (test/bench) are kept by hand after the
+	// harness's part: carry them over from the file being replaced.
+	if old, err := os.ReadFile(path); err == nil {
+		if i := bytes.Index(old, []byte(inProcessHeading)); i >= 0 {
+			b.WriteString("\n")
+			b.Write(old[i+1:])
+		}
+	}
 	return os.WriteFile(path, b.Bytes(), 0o644)
 }
+
+// inProcessHeading starts the part of docs/BENCHMARKS.md the harness does
+// not write and keeps.
+const inProcessHeading = "\n## In process"
 
 // chart draws latency (p50 and p99) against throughput, one line per
 // server through its concurrencies.

@@ -37,11 +37,13 @@ import (
 )
 
 // Defaults for Config's zero values: with them the cache holds at most
-// 100,000 tokens and 64 MiB of (estimated) identity data, whichever comes
-// first.
+// 100,000 tokens and 256 MiB of (estimated) identity data, whichever comes
+// first; a typical access token with a dozen claims weighs about 4 KiB, so
+// the bytes bound is reached at about 60,000 such tokens. Size MaxBytes
+// (limits.token_cache_bytes) for the number of live tokens you expect.
 const (
 	DefaultMaxEntries = 100_000
-	DefaultMaxBytes   = 64 << 20
+	DefaultMaxBytes   = 256 << 20
 	// DefaultMaxTTL bounds how long an entry lives, whatever the token's exp.
 	DefaultMaxTTL = 10 * time.Minute
 )
@@ -195,8 +197,12 @@ func (a *Authenticator) Len() int { return a.cache.EstimatedSize() }
 // roles, and its claims (twice when the verifier also keeps them as an AST
 // value for the policy), with a fixed overhead per value.
 func weight(id *authn.Identity) uint64 {
-	const overhead = 64
-	n := uint64(256 + len(id.Subject) + len(id.Issuer) + len(id.KeyID))
+	// Calibrated against the heap (test/bench BenchmarkScale): an entry, its
+	// otter node, the identity and a Go map of claims cost about 1 KiB
+	// before the claims themselves, and a claim about 128 bytes beyond its
+	// key and value.
+	const overhead = 128
+	n := uint64(1024 + len(id.Subject) + len(id.Issuer) + len(id.KeyID))
 	for _, s := range id.Scopes {
 		n += overhead + uint64(len(s))
 	}
@@ -208,7 +214,7 @@ func weight(id *authn.Identity) uint64 {
 		claims += overhead + uint64(len(k)) + valueWeight(v)
 	}
 	if id.ClaimsValue != nil {
-		claims *= 2 // the same claims again, as the policy's AST value
+		claims *= 3 // the same claims again as the policy's AST value, which costs about twice the map
 	}
 	return n + claims
 }
