@@ -111,47 +111,22 @@ func definesUnder(b *bundle.Bundle, ref ast.Ref) bool {
 	return false
 }
 
-// compileRouteTable compiles data.tollgate.routes (see policy.RoutesPath)
-// for tollgate.route; nil when there is none or it does not compile.
+// compileRouteTable compiles data.tollgate.routes (policy.RouteTable) for
+// tollgate.route; nil when there is none or it does not compile.
 func compileRouteTable(data map[string]any) (*route.Table, [][]string) {
-	var v any = data
-	for _, k := range policy.RoutesPath {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, nil
-		}
-		if v, ok = m[k]; !ok {
-			return nil, nil
-		}
-	}
-	list, ok := v.([]any)
-	if !ok {
+	_, routes, err := policy.RouteTable(data)
+	if routes == nil || err != nil {
 		return nil, nil
 	}
-	routes := make([]route.Route, len(list))
-	templates := make([][]string, len(list))
-	for i, item := range list {
-		obj, _ := item.(map[string]any)
-		routes[i].Methods = strings_(obj["methods"])
-		routes[i].Paths = strings_(obj["paths"])
-		templates[i] = routes[i].Paths
+	templates := make([][]string, len(routes))
+	for i, r := range routes {
+		templates[i] = r.Paths
 	}
 	t, err := route.Compile(routes)
 	if err != nil {
 		return nil, nil
 	}
 	return t, templates
-}
-
-func strings_(v any) []string {
-	list, _ := v.([]any)
-	out := make([]string, 0, len(list))
-	for _, x := range list {
-		if s, ok := x.(string); ok {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // routeOf returns the template of the route that matches.

@@ -85,31 +85,13 @@ func NewEvaluator(ctx context.Context, b *bundle.Bundle, caps *ast.Capabilities)
 // Revision is the bundle's manifest revision.
 func (e *Evaluator) Revision() string { return e.revision }
 
-// routeTable reads and compiles data.tollgate.routes; nil when the bundle
-// has none or the matcher does not take it (the policy then matches routes
-// itself, as under policy.Engine).
+// routeTable reads (policy.RouteTable) and compiles data.tollgate.routes;
+// nil when the bundle has none or the matcher does not take it (the policy
+// then matches routes itself, as under policy.Engine).
 func routeTable(data map[string]any) ([]map[string]any, *route.Table) {
-	var v any = data
-	for _, k := range policy.RoutesPath {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil, nil
-		}
-		v = m[k]
-	}
-	list, ok := v.([]any)
-	if !ok {
+	defs, routes, err := policy.RouteTable(data)
+	if defs == nil || err != nil {
 		return nil, nil
-	}
-	defs := make([]map[string]any, len(list))
-	routes := make([]route.Route, len(list))
-	for i, r := range list {
-		m, ok := r.(map[string]any)
-		if !ok {
-			return nil, nil
-		}
-		defs[i] = m
-		routes[i] = route.Route{Methods: stringList(m["methods"]), Paths: stringList(m["paths"])}
 	}
 	t, err := route.Compile(routes)
 	if err != nil {

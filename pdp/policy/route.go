@@ -40,43 +40,62 @@ type routeTable struct {
 	names     [][][]*ast.Term  // per route, path and parameter: its name
 }
 
-// compileRoutes compiles the route table in a bundle's data. It returns
-// nil, nil when the bundle has no table, and an error (wrapping
-// route.ErrInvalid) when the table is not one the matcher understands; the
-// policy then matches routes itself, in Rego.
-func compileRoutes(data map[string]any) (*routeTable, error) {
+// RouteTable reads the route table in a bundle's data
+// (data.tollgate.routes, see RoutesPath) as the matcher takes it: each
+// route's definition (the JSON object) and its methods and paths. It
+// returns nil, nil, nil when the bundle has no table, and an error
+// (wrapping route.ErrInvalid) when the table is not one the matcher
+// understands; a policy then matches routes itself, in Rego. It is the one
+// reader of route tables: the engine, the decision log and the offline
+// evaluator all use it.
+func RouteTable(data map[string]any) ([]map[string]any, []route.Route, error) {
 	var v any = data
 	for _, k := range RoutesPath {
 		m, ok := v.(map[string]any)
 		if !ok {
-			return nil, nil
+			return nil, nil, nil
 		}
 		if v, ok = m[k]; !ok {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
 	list, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("%w: data.%s.%s is not an array", route.ErrInvalid, RoutesPath[0], RoutesPath[1])
+		return nil, nil, fmt.Errorf("%w: data.%s.%s is not an array", route.ErrInvalid, RoutesPath[0], RoutesPath[1])
 	}
+	defs := make([]map[string]any, len(list))
 	routes := make([]route.Route, len(list))
-	rt := &routeTable{
-		fixed:     make([][][2]*ast.Term, len(list)),
-		templates: make([][]*ast.Term, len(list)),
-		names:     make([][][]*ast.Term, len(list)),
-	}
 	for i, item := range list {
 		obj, ok := item.(map[string]any)
 		if !ok {
-			return nil, fmt.Errorf("%w: route %d is not an object", route.ErrInvalid, i)
+			return nil, nil, fmt.Errorf("%w: route %d is not an object", route.ErrInvalid, i)
 		}
 		var err error
 		if routes[i].Methods, err = stringList(obj["methods"]); err != nil {
-			return nil, fmt.Errorf("%w: route %d: methods: %w", route.ErrInvalid, i, err)
+			return nil, nil, fmt.Errorf("%w: route %d: methods: %w", route.ErrInvalid, i, err)
 		}
 		if routes[i].Paths, err = stringList(obj["paths"]); err != nil {
-			return nil, fmt.Errorf("%w: route %d: paths: %w", route.ErrInvalid, i, err)
+			return nil, nil, fmt.Errorf("%w: route %d: paths: %w", route.ErrInvalid, i, err)
 		}
+		defs[i] = obj
+	}
+	return defs, routes, nil
+}
+
+// compileRoutes compiles the route table in a bundle's data. It returns
+// nil, nil when the bundle has no table, and RouteTable's error when the
+// table is not one the matcher understands.
+func compileRoutes(data map[string]any) (*routeTable, error) {
+	defs, routes, err := RouteTable(data)
+	if defs == nil || err != nil {
+		return nil, err
+	}
+	rt := &routeTable{
+		fixed:     make([][][2]*ast.Term, len(defs)),
+		templates: make([][]*ast.Term, len(defs)),
+		names:     make([][][]*ast.Term, len(defs)),
+	}
+	for i, obj := range defs {
 		fixed := [][2]*ast.Term{
 			ast.Item(keyMatched, ast.BooleanTerm(true)),
 			ast.Item(keyIndex, ast.IntNumberTerm(i)),
