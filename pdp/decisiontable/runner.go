@@ -253,29 +253,44 @@ func (r *Runner) Request(c Case) (request.Raw, error) {
 	default:
 		return raw, fmt.Errorf("case %q: unknown credential kind %q", c.Name, cr.Kind)
 	}
-	switch cr.Placement {
+	target, err := Place(raw.Target, raw.Headers, cr.Kind, cr.Placement, secret)
+	if err != nil {
+		return raw, fmt.Errorf("case %q: %w", c.Name, err)
+	}
+	raw.Target = target
+	return raw, nil
+}
+
+// Place puts a credential secret of kind ("jwt" or "api_key") where the
+// case's placement says: "header" (the default; Authorization: Bearer for a
+// JWT, X-API-Key for a key), "cookie" (the session cookie, beside another
+// cookie) or "query" (access_token or api_key, appended to target). It adds
+// to headers, whose names are lower case, and returns the target. The e2e
+// suite places its credentials with it too, so that both read a case alike.
+func Place(target string, headers map[string][]string, kind, placement, secret string) (string, error) {
+	switch placement {
 	case "", "header":
-		if cr.Kind == "jwt" {
-			raw.Headers["authorization"] = append(raw.Headers["authorization"], "Bearer "+secret)
+		if kind == "jwt" {
+			headers["authorization"] = append(headers["authorization"], "Bearer "+secret)
 		} else {
-			raw.Headers["x-api-key"] = append(raw.Headers["x-api-key"], secret)
+			headers["x-api-key"] = append(headers["x-api-key"], secret)
 		}
 	case "cookie":
-		raw.Headers["cookie"] = append(raw.Headers["cookie"], "theme=dark; session="+secret)
+		headers["cookie"] = append(headers["cookie"], "theme=dark; session="+secret)
 	case "query":
 		param := "access_token"
-		if cr.Kind == "api_key" {
+		if kind == "api_key" {
 			param = "api_key"
 		}
 		sep := "?"
-		if strings.Contains(raw.Target, "?") {
+		if strings.Contains(target, "?") {
 			sep = "&"
 		}
-		raw.Target += sep + param + "=" + url.QueryEscape(secret)
+		target += sep + param + "=" + url.QueryEscape(secret)
 	default:
-		return raw, fmt.Errorf("case %q: unknown placement %q", c.Name, cr.Placement)
+		return target, fmt.Errorf("unknown placement %q", placement)
 	}
-	return raw, nil
+	return target, nil
 }
 
 // Decide runs one request through the pipeline. in is the policy input the

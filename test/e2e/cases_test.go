@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"maps"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,10 +10,12 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tollgate/tollgate/pdp/decisiontable"
 )
 
 // decisionCase is one request to POST /v1/decision and the decision it must
-// get; testdata/routes.yaml and testdata/paths.yaml are lists of them.
+// get; test/cases/routes.yaml and testdata/paths.yaml are lists of them.
 type decisionCase struct {
 	Name       string            `yaml:"name"`
 	Method     string            `yaml:"method"`
@@ -117,28 +118,11 @@ func (e *env) request(t *testing.T, c decisionCase) decisionRequest {
 	default:
 		t.Fatalf("case %q: unknown credential kind %q", c.Name, cr.Kind)
 	}
-	switch cr.Placement {
-	case "", "header":
-		if cr.Kind == "jwt" {
-			dr.Headers["authorization"] = append(dr.Headers["authorization"], "Bearer "+secret)
-		} else {
-			dr.Headers["x-api-key"] = append(dr.Headers["x-api-key"], secret)
-		}
-	case "cookie":
-		dr.Headers["cookie"] = append(dr.Headers["cookie"], "theme=dark; session="+secret)
-	case "query":
-		param := "access_token"
-		if cr.Kind == "api_key" {
-			param = "api_key"
-		}
-		sep := "?"
-		if strings.Contains(dr.Path, "?") {
-			sep = "&"
-		}
-		dr.Path += sep + param + "=" + url.QueryEscape(secret)
-	default:
-		t.Fatalf("case %q: unknown placement %q", c.Name, cr.Placement)
+	path, err := decisiontable.Place(dr.Path, dr.Headers, cr.Kind, cr.Placement, secret)
+	if err != nil {
+		t.Fatalf("case %q: %v", c.Name, err)
 	}
+	dr.Path = path
 	return dr
 }
 

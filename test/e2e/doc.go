@@ -12,7 +12,7 @@
 // or alone with `go test ./test/e2e/`. TOLLGATE_E2E=1 (set by test/run)
 // makes a missing nginx a failure; without it the NGINX tests are skipped.
 //
-// The cases are data: testdata/routes.yaml (the default route table and every
+// The cases are data: ../cases/routes.yaml (the default route table and every
 // outcome) and testdata/paths.yaml (path tricks). TestNGINX runs the shipped
 // examples/nginx/nginx.conf (which the README quotes as its recipe), with
 // only its three addresses replaced.

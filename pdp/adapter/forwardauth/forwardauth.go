@@ -372,7 +372,7 @@ func (h *Handler) write(w http.ResponseWriter, dec decision.Decision) {
 		status = http.StatusInternalServerError
 	}
 	if status == http.StatusUnauthorized {
-		hdr.Set("WWW-Authenticate", challenge(h.realm, dec.Reasons))
+		hdr.Set("WWW-Authenticate", decision.Challenge(h.realm, dec.Reasons))
 	}
 	hdr.Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -380,17 +380,6 @@ func (h *Handler) write(w http.ResponseWriter, dec decision.Decision) {
 		ID      string   `json:"decision_id"`
 		Reasons []string `json:"reasons"`
 	}{dec.ID, dec.Reasons})
-}
-
-// challenge builds an RFC 6750 Bearer challenge.
-func challenge(realm string, reasons []string) string {
-	c := `Bearer realm="` + realm + `"`
-	for _, r := range reasons {
-		if r == "credential_invalid" {
-			return c + `, error="invalid_token"`
-		}
-	}
-	return c
 }
 
 // refuse gives a refusal its decision id and records it when the decider
