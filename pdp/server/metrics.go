@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,16 +58,41 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-// instrument counts and times the requests of one endpoint.
+// instrument counts and times the requests of one endpoint. Its labels
+// are bound once: the endpoint's here, each status code's the first time
+// it is answered.
 func (m *metrics) instrument(endpoint string, h http.Handler) http.Handler {
 	obs := m.duration.WithLabelValues(endpoint)
+	counts := &codeCounters{vec: m.requests, endpoint: endpoint}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
 		obs.Observe(time.Since(start).Seconds())
-		m.requests.WithLabelValues(endpoint, strconv.Itoa(sw.code)).Inc()
+		counts.inc(sw.code)
 	})
+}
+
+// codeCounters are one endpoint's request counters by status code, bound
+// on first use.
+type codeCounters struct {
+	vec      *prometheus.CounterVec
+	endpoint string
+	bound    [600]atomic.Pointer[prometheus.Counter] // by status code
+}
+
+func (c *codeCounters) inc(code int) {
+	if code < 0 || code >= len(c.bound) { // not a status net/http sends
+		c.vec.WithLabelValues(c.endpoint, strconv.Itoa(code)).Inc()
+		return
+	}
+	p := c.bound[code].Load()
+	if p == nil {
+		counter := c.vec.WithLabelValues(c.endpoint, strconv.Itoa(code))
+		p = &counter
+		c.bound[code].Store(p)
+	}
+	(*p).Inc()
 }
 
 type statusWriter struct {

@@ -179,3 +179,44 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestEndpointsByPath pins which endpoint answers which method and path,
+// through the hot-path dispatch and the router alike: the dispatch takes
+// only what the router would have given the same handler.
+func TestEndpointsByPath(t *testing.T) {
+	h := server.Handler(newDecider(t, true), server.Options{})
+	for _, tc := range []struct {
+		method, target string
+		code           int
+		body           string // a part of the answer
+	}{
+		{"POST", "/v1/decision", 200, `"allow":true`},
+		{"GET", "/v1/decision", 405, "method not allowed"},
+		{"PUT", "/v1/decision", 405, "method not allowed"},
+		{"POST", "/v1/decision/", 404, "not found"},
+		{"POST", "/v1/decisions", 404, "not found"},
+		{"POST", "/v1/Decision", 404, "not found"},
+		{"POST", "/v1/decision%2F", 404, "not found"},
+		{"POST", "//v1/decision", 404, "not found"},
+		{"GET", "/v1/forward-auth", 403, "untrusted_proxy"},
+		{"POST", "/v1/forward-auth/public/a", 403, "untrusted_proxy"},
+		{"GET", "/v1/forward-auth/", 403, "untrusted_proxy"},
+		{"GET", "/v1/forward-authx", 404, "not found"},
+		{"GET", "/v1/forward-auth%2Fpublic", 404, "not found"},
+		{"GET", "/health/live", 200, "live"},
+		{"POST", "/v1/data/tollgate/authz/decision", 200, `"allow":true`},
+	} {
+		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, tc.target, strings.NewReader(`{"method":"GET","path":"/public/a"}`))
+			if strings.HasPrefix(tc.target, "/v1/data") {
+				r = httptest.NewRequest(tc.method, tc.target, strings.NewReader(`{"input":{"method":"GET","path":"/public/a"}}`))
+			}
+			r.RemoteAddr = "192.0.2.1:1"
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.code || !strings.Contains(w.Body.String(), tc.body) {
+				t.Errorf("%d %s, want %d with %q", w.Code, w.Body, tc.code, tc.body)
+			}
+		})
+	}
+}

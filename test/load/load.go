@@ -324,7 +324,8 @@ type key struct {
 // measure warms every target up, then runs the rounds: in each round, for
 // each concurrency, every target once, the order rotated from round to
 // round so that no server always runs first or last.
-func measure(ctx context.Context, m *mixer, targets []*target, o options, alive func() error) (map[key]*runResult, error) {
+// measure runs the warm-up, calls measured, then runs the rounds.
+func measure(ctx context.Context, m *mixer, targets []*target, o options, alive func() error, measured func()) (map[key]*runResult, error) {
 	if o.warmup > 0 {
 		for _, n := range o.concurrency {
 			for _, t := range targets {
@@ -339,6 +340,7 @@ func measure(ctx context.Context, m *mixer, targets []*target, o options, alive 
 			}
 		}
 	}
+	measured()
 	results := map[key]*runResult{}
 	for round := range o.rounds {
 		for _, n := range o.concurrency {

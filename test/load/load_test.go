@@ -80,6 +80,42 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
+// TestProfiles runs Tollgate alone under the mix and takes its CPU and
+// allocation profiles from the admin listener, as a developer chasing a
+// hot spot does.
+func TestProfiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers and builds tollgate")
+	}
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "mem.pprof")
+	args := []string{"-servers", "tollgate", "-out", "", "-chart", "", "-duration", "1s", "-users", "20", "-rounds", "1",
+		"-warmup", "0", "-concurrency", "4", "-nginx", "off", "-cpuprofile", cpu, "-memprofile", mem}
+	if bin := os.Getenv("TOLLGATE_LOAD_TOLLGATE"); bin != "" {
+		args = append(args, "-tollgate", bin)
+	}
+	o, err := parseFlags(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), o, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "| tollgate | 4 |") || strings.Contains(out.String(), "| opa |") {
+		t.Errorf("want a table of Tollgate alone:\n%s", out.String())
+	}
+	for _, p := range []string{cpu, mem} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) { // pprof's profiles are gzipped protocol buffers
+			t.Errorf("%s is not a profile: %.40q", filepath.Base(p), b)
+		}
+	}
+}
+
 func TestParseShares(t *testing.T) {
 	for _, tc := range []struct {
 		in string
@@ -112,6 +148,8 @@ func TestParseFlagsRefuses(t *testing.T) {
 		{"-nginx", "maybe"},
 		{"-decision-timeout", "-1s"},
 		{"-mix", "50,50,0,0,1"},
+		{"-servers", "tollgate"}, // would overwrite docs/BENCHMARKS.md with a part of the comparison
+		{"-servers", "tollgate,envoy", "-out", ""},
 		{"extra"},
 	} {
 		if _, err := parseFlags(args); err == nil {

@@ -6,6 +6,7 @@
 //
 //	go -C test/load run .                       # the full run; writes docs/BENCHMARKS.md and docs/benchmarks.png
 //	go -C test/load run . -duration 300ms -users 50 -rounds 1 -warmup 0 -out ''   # a smoke run
+//	go -C test/load run . -servers tollgate -out '' -cpuprofile /tmp/tollgate.pprof   # profile Tollgate under the mix
 //
 // It is its own module (test/load/go.mod), so that its plotting library
 // never enters the product's go.mod; it uses Tollgate only as a binary
@@ -24,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +49,14 @@ type options struct {
 	out             string // markdown report, relative to the repository root; "" for none
 	chart           string // chart next to it
 	seed            uint64
+	// servers, when not empty, limits the run to these targets (by name).
+	servers []string
+	// cpuProfile, when set, is where Tollgate's CPU profile of the whole
+	// measured run is written (taken from its admin listener's pprof).
+	cpuProfile string
+	// memProfile, when set, is where Tollgate's allocation profile (since
+	// it started) is written after the measured rounds.
+	memProfile string
 }
 
 // ceilingEnv, when set to an address, makes the program (or its test
@@ -84,6 +94,11 @@ func main() {
 	}
 }
 
+// serverNames are the targets' names, for -servers.
+func serverNames() []string {
+	return []string{"ceiling", "opa", "tollgate", "nginx+tollgate", "nginx"}
+}
+
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
@@ -101,6 +116,9 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "markdown report to write, relative to the repository root (\"\" for none)")
 	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "chart to write (.png or .svg), relative to the repository root (\"\" for none)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the mix")
+	servers := fs.String("servers", "", "comma-separated servers to run (ceiling, opa, tollgate, nginx+tollgate, nginx); empty for all")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write Tollgate's CPU profile of the measured rounds to this file (go tool pprof reads it)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write Tollgate's allocation profile (warm-up and rounds) to this file")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: go -C test/load run . [flags]
 
@@ -125,6 +143,19 @@ Flags:
 			return o, fmt.Errorf("-concurrency: %q is not a number of clients in 1..4096", s)
 		}
 		o.concurrency = append(o.concurrency, n)
+	}
+	for s := range strings.SplitSeq(*servers, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(serverNames(), s) {
+			return o, fmt.Errorf("-servers: %q is not one of %s", s, strings.Join(serverNames(), ", "))
+		}
+		o.servers = append(o.servers, s)
+	}
+	if len(o.servers) > 0 && o.out == "docs/BENCHMARKS.md" {
+		return o, errors.New("-servers measures some of the servers: give -out '' (or a report file of its own) so that docs/BENCHMARKS.md keeps the whole comparison")
 	}
 	var err error
 	if o.shares, err = parseShares(*share); err != nil {

@@ -74,7 +74,17 @@ func run(ctx context.Context, o options, stdout io.Writer) (err error) {
 		return err
 	}
 	procs = append(procs, ceiling)
-	tollgate, err := startTollgate(ctx, root, tmp, tg, is, o.decisionTimeout)
+	adminAddr := ""
+	if o.cpuProfile != "" || o.memProfile != "" {
+		if adminAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		tg.adminKeysFile = filepath.Join(tmp, "admin-keys.yaml")
+		if tg.adminKey, err = newAPIKey(ctx, tg.bin, "load", "tollgate:admin", tg.adminKeysFile); err != nil {
+			return err
+		}
+	}
+	tollgate, err := startTollgate(ctx, root, tmp, tg, is, o.decisionTimeout, adminAddr)
 	if err != nil {
 		return err
 	}
@@ -103,6 +113,12 @@ func run(ctx context.Context, o options, stdout io.Writer) (err error) {
 				ngx.alone, false, append(slices.Clone(ngx.pids), ceiling.pid())),
 		)
 	}
+	if len(o.servers) > 0 {
+		targets = slices.DeleteFunc(targets, func(t *target) bool { return !slices.Contains(o.servers, t.name) })
+		if len(targets) == 0 {
+			return errors.New("-servers: none of these servers can run here")
+		}
+	}
 	alive := func() error {
 		for _, p := range procs {
 			if err := p.alive(); err != nil {
@@ -114,9 +130,33 @@ func run(ctx context.Context, o options, stdout io.Writer) (err error) {
 
 	m := &mixer{users: users, apiKey: tg.apiKey, keyOwner: tg.keyOwner, shares: o.shares, requestIDs: o.requestIDs, seed: o.seed}
 	load0 := loadAverage()
-	results, err := measure(ctx, m, targets, o, alive)
+	profiled := make(chan error, 1)
+	measured := func() {
+		if o.cpuProfile == "" {
+			profiled <- nil
+			return
+		}
+		d := time.Duration(o.rounds*len(o.concurrency)*len(targets)) * o.duration
+		secs := max(1, int(d.Round(time.Second)/time.Second))
+		go func() {
+			profiled <- profile(ctx, "http://"+adminAddr, tg.adminKey, fmt.Sprintf("profile?seconds=%d", secs), d, resolve(root, o.cpuProfile))
+		}()
+	}
+	results, err := measure(ctx, m, targets, o, alive, measured)
 	if err != nil {
 		return err
+	}
+	if err := <-profiled; err != nil {
+		return err
+	}
+	if o.cpuProfile != "" {
+		fmt.Fprintln(os.Stderr, "wrote", resolve(root, o.cpuProfile))
+	}
+	if o.memProfile != "" {
+		if err := profile(ctx, "http://"+adminAddr, tg.adminKey, "allocs", 0, resolve(root, o.memProfile)); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "wrote", resolve(root, o.memProfile))
 	}
 	load1 := loadAverage()
 	rss := map[string]int64{}

@@ -310,6 +310,10 @@ type tollgateSetup struct {
 	keysFile string
 	apiKey   string
 	keyOwner string
+	// adminKeysFile and adminKey are the admin listener's, made only for
+	// -cpuprofile.
+	adminKeysFile string
+	adminKey      string
 }
 
 // buildTollgate builds cmd/tollgate and creates an API key with
@@ -326,19 +330,57 @@ func buildTollgate(ctx context.Context, root, tmp, prebuilt string) (*tollgateSe
 			return nil, fmt.Errorf("build tollgate: %w\n%s", err, out)
 		}
 	}
-	cmd := exec.CommandContext(ctx, s.bin, "apikey", "new", "--owner", s.keyOwner, "--scopes", "products:read", "--file", s.keysFile)
+	var err error
+	if s.apiKey, err = newAPIKey(ctx, s.bin, s.keyOwner, "products:read", s.keysFile); err != nil {
+		return nil, err
+	}
+	return s, checkJSONSafe("the API key", s.apiKey)
+}
+
+// newAPIKey makes a key with `tollgate apikey new` and returns it.
+func newAPIKey(ctx context.Context, bin, owner, scopes, file string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, "apikey", "new", "--owner", owner, "--scopes", scopes, "--file", file)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("tollgate apikey new: %w\n%s", err, stderr.Bytes())
+		return "", fmt.Errorf("tollgate apikey new: %w\n%s", err, stderr.Bytes())
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	s.apiKey = strings.TrimSpace(lines[len(lines)-1])
-	if !strings.HasPrefix(s.apiKey, "tgk_") {
-		return nil, errors.New("tollgate apikey new: the last line is not a key")
+	key := strings.TrimSpace(lines[len(lines)-1])
+	if !strings.HasPrefix(key, "tgk_") {
+		return "", errors.New("tollgate apikey new: the last line is not a key")
 	}
-	return s, checkJSONSafe("the API key", s.apiKey)
+	return key, nil
+}
+
+// profile takes one of Tollgate's profiles from its admin listener
+// (pprof's name: "profile?seconds=N", "allocs") and writes it to path; d
+// is how long the profile takes.
+func profile(ctx context.Context, adminURL, adminKey, name string, d time.Duration, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, adminURL+"/debug/pprof/"+name, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-API-Key", adminKey)
+	client := &http.Client{Timeout: d + time.Minute}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile %s: HTTP %d", name, resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("profile %s: %w", name, err)
+	}
+	return f.Close()
 }
 
 // startTollgate runs `tollgate serve` trusting the harness's issuer, with
@@ -346,7 +388,9 @@ func buildTollgate(ctx context.Context, root, tmp, prebuilt string) (*tollgateSe
 // log off and logs at warn.
 // A positive decisionTimeout sets limits.decision_timeout; zero keeps
 // Tollgate's default.
-func startTollgate(ctx context.Context, root, tmp string, s *tollgateSetup, is *issuer, decisionTimeout time.Duration) (*process, error) {
+// With adminAddr set, it also serves the admin listener there (for
+// -cpuprofile), with the admin key file of s.
+func startTollgate(ctx context.Context, root, tmp string, s *tollgateSetup, is *issuer, decisionTimeout time.Duration, adminAddr string) (*process, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -365,6 +409,9 @@ log: {level: warn, format: text}
 `, addr, is.url, audience, s.keysFile)
 	if decisionTimeout > 0 {
 		yaml += fmt.Sprintf("limits: {decision_timeout: %s}\n", decisionTimeout)
+	}
+	if adminAddr != "" {
+		yaml += fmt.Sprintf("admin: {listen: %q, api_keys_file: %q}\n", adminAddr, s.adminKeysFile)
 	}
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		return nil, fmt.Errorf("tollgate config: %w", err)

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json"
@@ -48,7 +49,14 @@ type Handler struct {
 	decider Decider
 	max     int64
 	log     *slog.Logger
+	// bodies are read buffers, reused: the decoder copies every string
+	// it keeps, so nothing refers to a buffer once decode returns.
+	bodies sync.Pool
 }
+
+// maxPooledBody is the largest read buffer put back for reuse; a larger
+// body's buffer is left to the garbage collector.
+const maxPooledBody = 64 << 10
 
 var _ http.Handler = (*Handler)(nil)
 
@@ -60,7 +68,8 @@ func New(d Decider, opts Options) *Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{decider: d, max: opts.MaxBodyBytes, log: opts.Logger}
+	return &Handler{decider: d, max: opts.MaxBodyBytes, log: opts.Logger,
+		bodies: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
 }
 
 // Body is the decision request document.
@@ -207,7 +216,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // bytes, an unknown member's name), so they are never passed on.
 func (h *Handler) decode(rc io.ReadCloser, w http.ResponseWriter) (Body, int, error) {
 	var body Body
-	raw, err := io.ReadAll(http.MaxBytesReader(w, rc, h.max))
+	buf := h.bodies.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledBody {
+			buf.Reset()
+			h.bodies.Put(buf)
+		}
+	}()
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, rc, h.max))
+	raw := buf.Bytes()
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return body, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", h.max)
@@ -220,12 +237,10 @@ func (h *Handler) decode(rc io.ReadCloser, w http.ResponseWriter) (Body, int, er
 	if off := invalidUTF8(raw); off >= 0 {
 		return body, http.StatusBadRequest, fmt.Errorf("request body is not valid UTF-8 (at byte %d)", off)
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(raw), decodeOptions)
-	if err := json.UnmarshalDecode(dec, &body); err != nil {
+	// json.Unmarshal, not a decoder of our own: its decoders are pooled,
+	// with their string caches, and it reads raw in place.
+	if err := json.Unmarshal(raw, &body, decodeOptions); err != nil {
 		return body, http.StatusBadRequest, describe(err, raw)
-	}
-	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
-		return body, http.StatusBadRequest, errors.New("request body must hold exactly one JSON object")
 	}
 	if body.Method == "" || body.Path == "" {
 		return body, http.StatusBadRequest, errors.New(`"method" and "path" are required`)
@@ -245,6 +260,8 @@ func describe(err error, raw []byte) error {
 			return fmt.Errorf("duplicate member name in request body%s", where)
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return errors.New("request body is not valid JSON: it ends early")
+		case serr.JSONPointer == "" && strings.HasSuffix(serr.Err.Error(), "after top-level value"):
+			return errors.New("request body must hold exactly one JSON object")
 		case off >= 0 && off+1 < int64(len(raw)) && raw[off] == '\\':
 			return fmt.Errorf("request body has an invalid string escape (a lone surrogate \\ud800-\\udfff or an unknown escape)%s", where)
 		}
