@@ -9,7 +9,7 @@ import (
 // claimsOf returns input.identity.claims of the document in builds.
 func claimsOf(t testing.TB, in Input) ast.Value {
 	t.Helper()
-	v, err := in.value(nil)
+	v, err := in.value(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestInputUsesPrecomputedClaims(t *testing.T) {
 	// Not valid: no identity at all.
 	id = userIdentity()
 	id.ClaimsValue = marker
-	v, err := Input{Request: ordersRequest(), Status: StatusInvalid, Identity: id}.value(nil)
+	v, err := Input{Request: ordersRequest(), Status: StatusInvalid, Identity: id}.value(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,45 +53,37 @@ type reads struct {
 }
 
 // analyzeReads finds the input parts the policy compiled by c can read
-// when query is evaluated. ok is false when the policy cannot be cached,
-// with the reason.
-func analyzeReads(c *ast.Compiler, query ast.Body) (r reads, ok bool, why string) {
-	ok = true
+// when query is evaluated. known is false when it cannot say (the policy
+// reads input as a whole or by a computed key); cacheable is false when
+// the decisions must not be cached even so (a non-deterministic built-in,
+// the request id); why says which.
+func analyzeReads(c *ast.Compiler, query ast.Body) (r reads, known, cacheable bool, why string) {
+	known, cacheable = true, true
 	visit := func(x any) {
 		ast.WalkRefs(x, func(ref ast.Ref) bool {
-			if ok && ref.HasPrefix(ast.InputRootRef) {
-				if !r.add(ref) {
-					ok, why = false, "the policy reads input as a whole or by a computed key: "+ref.String()
-				}
+			if known && ref.HasPrefix(ast.InputRootRef) && !r.add(ref) {
+				known, why = false, "the policy reads input as a whole or by a computed key: "+ref.String()
 			}
 			return false
 		})
-		ast.WalkTerms(x, func(t *ast.Term) bool {
-			call, isCall := t.Value.(ast.Call)
-			if !isCall || !ok {
-				return false
+		nondeterministic := func(name string) {
+			if bi, found := ast.BuiltinMap[name]; found && bi.Nondeterministic && cacheable {
+				cacheable, why = false, "the policy calls the non-deterministic built-in "+bi.Name
 			}
-			if bi, found := ast.BuiltinMap[call[0].String()]; found && bi.Nondeterministic {
-				ok, why = false, "the policy calls the non-deterministic built-in "+bi.Name
+		}
+		ast.WalkTerms(x, func(t *ast.Term) bool {
+			if call, isCall := t.Value.(ast.Call); isCall {
+				nondeterministic(call[0].String())
 			}
 			return false
 		})
 		ast.WalkExprs(x, func(e *ast.Expr) bool {
-			if !ok || !e.IsCall() {
-				return false
-			}
-			if bi, found := ast.BuiltinMap[e.Operator().String()]; found && bi.Nondeterministic {
-				ok, why = false, "the policy calls the non-deterministic built-in "+bi.Name
+			if e.IsCall() {
+				nondeterministic(e.Operator().String())
 			}
 			return false
 		})
 	}
-	defer func() {
-		if ok && r.requestID {
-			// Every request has its own id: no decision would be reused.
-			ok, why = false, "the policy reads the request id"
-		}
-	}()
 	visit(query)
 	for name, m := range c.Modules {
 		if strings.HasSuffix(name, "_test.rego") {
@@ -104,7 +96,14 @@ func analyzeReads(c *ast.Compiler, query ast.Body) (r reads, ok bool, why string
 			visit(rule)
 		}
 	}
-	return r, ok, why
+	switch {
+	case !known:
+		cacheable = false
+	case cacheable && r.requestID:
+		// Every request has its own id: no decision would be reused.
+		cacheable, why = false, "the policy reads the request id"
+	}
+	return r, known, cacheable, why
 }
 
 // add records what ref reads, and reports false when it cannot say.

@@ -151,6 +151,9 @@ type program struct {
 	// cache holds this revision's decisions; nil when the policy cannot be
 	// cached (see analyzeReads) or the cache is off.
 	cache *decisionCache
+	// reads are the input parts the policy can read, nil when the analysis
+	// cannot tell: Evaluate builds only those parts.
+	reads *reads
 }
 
 // Engine holds the active policy program and evaluates decisions with it.
@@ -294,9 +297,12 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 		routes = nil
 	}
 	p := &program{query: pq, revision: b.Manifest.Revision, routes: routes}
+	reads, known, cacheable, why := analyzeReads(compiler, query)
+	if known {
+		p.reads = &reads
+	}
 	if e.opts.DecisionCacheEntries >= 0 {
-		reads, ok, why := analyzeReads(compiler, query)
-		if !ok {
+		if !cacheable {
 			e.log.LogAttrs(ctx, slog.LevelInfo, "decision cache off for this revision",
 				slog.String("revision", b.Manifest.Revision), slog.String("why", why))
 		} else if p.cache, err = newDecisionCache(reads, e.opts.DecisionCacheEntries, e.opts.DecisionCacheBytes); err != nil {
@@ -465,7 +471,7 @@ func (e *Engine) Evaluate(ctx context.Context, in Input) (decision.Decision, err
 			return d, nil
 		}
 	}
-	input, err := in.value(p.routes)
+	input, err := in.value(p.routes, p.reads)
 	if err != nil {
 		return failClosed(p.revision, fmt.Errorf("policy: revision %q: %w", p.revision, err))
 	}

@@ -96,7 +96,7 @@ func (in Input) Value() ast.Value {
 	if err != nil {
 		claims = ast.NewObject()
 	}
-	return in.build(claims, nil)
+	return in.build(claims, nil, nil)
 }
 
 // value is Value for the engine: it refuses an input the pipeline should
@@ -105,7 +105,11 @@ func (in Input) Value() ast.Value {
 // When routes is not nil (the active bundle has a compiled route table),
 // the document has input.route: the route that matches the request, or
 // {"matched": false}. Nothing in Input can set it.
-func (in Input) value(routes *routeTable) (ast.Value, error) {
+//
+// When reads is not nil, the document has only the parts the policy can
+// read (see analyzeReads): the others are left out, which the policy
+// cannot tell, and which saves building them for every evaluation.
+func (in Input) value(routes *routeTable, reads *reads) (ast.Value, error) {
 	if err := in.validate(); err != nil {
 		return nil, err
 	}
@@ -113,7 +117,7 @@ func (in Input) value(routes *routeTable) (ast.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	return in.build(claims, routes), nil
+	return in.build(claims, routes, reads), nil
 }
 
 // validate refuses an input the pipeline should never have built.
@@ -160,42 +164,75 @@ func (in Input) identity() *authn.Identity {
 }
 
 // build assembles the document around already converted claims, with
-// input.route when routes is not nil.
-func (in Input) build(claims ast.Value, routes *routeTable) ast.Object {
+// input.route when routes is not nil, and only the parts in reads when
+// reads is not nil.
+func (in Input) build(claims ast.Value, routes *routeTable, reads *reads) ast.Object {
 	r := in.Request
 	if r == nil {
 		r = &request.Request{}
 	}
+	all := reads == nil
 	id := in.identity()
-	a := newArena(r, id)
+	a := newArena(r, id, all || reads.query, all || reads.headers)
 
 	items := make([][2]*ast.Term, 2, 4)
-	items[0] = ast.Item(keyRequest, a.term(requestValue(a, r)))
-	items[1] = ast.Item(keyCredential, a.term(in.credentialValue(a)))
-	if id != nil {
+	items[0] = ast.Item(keyRequest, a.term(requestValue(a, r, reads)))
+	items[1] = ast.Item(keyCredential, a.term(in.credentialValue(a, all || reads.fingerprint)))
+	if id != nil && (all || reads.identity) {
 		items = append(items, ast.Item(keyIdentity, a.term(identityValue(a, id, claims))))
 	}
-	if routes != nil {
+	if routes != nil && (all || reads.route) {
 		items = append(items, ast.Item(keyRoute, routes.term(a, r.Method, r.Segments)))
 	}
 	return ast.NewObject(items...)
 }
 
-func requestValue(a *arena, r *request.Request) ast.Object {
-	return ast.NewObject(
-		ast.Item(keyID, a.str(r.ID)),
-		ast.Item(keyMethod, a.str(r.Method)),
-		ast.Item(keyPath, a.str(r.Path)),
-		ast.Item(keySegments, a.strList(r.Segments)),
-		ast.Item(keyHost, a.str(r.Host)),
-		ast.Item(keyScheme, a.str(r.Scheme)),
-		ast.Item(keyQuery, a.multimap(r.Query)),
-		ast.Item(keyHeaders, a.multimap(r.Headers)),
-		ast.Item(keySourceIP, a.str(r.SourceIP)),
-	)
+// requestValue builds input.request, all of it when reads is nil.
+func requestValue(a *arena, r *request.Request, reads *reads) ast.Object {
+	if reads == nil {
+		return ast.NewObject(
+			ast.Item(keyID, a.str(r.ID)),
+			ast.Item(keyMethod, a.str(r.Method)),
+			ast.Item(keyPath, a.str(r.Path)),
+			ast.Item(keySegments, a.strList(r.Segments)),
+			ast.Item(keyHost, a.str(r.Host)),
+			ast.Item(keyScheme, a.str(r.Scheme)),
+			ast.Item(keyQuery, a.multimap(r.Query)),
+			ast.Item(keyHeaders, a.multimap(r.Headers)),
+			ast.Item(keySourceIP, a.str(r.SourceIP)),
+		)
+	}
+	items := make([][2]*ast.Term, 0, 9)
+	if reads.requestID {
+		items = append(items, ast.Item(keyID, a.str(r.ID)))
+	}
+	if reads.method {
+		items = append(items, ast.Item(keyMethod, a.str(r.Method)))
+	}
+	if reads.path {
+		items = append(items, ast.Item(keyPath, a.str(r.Path)), ast.Item(keySegments, a.strList(r.Segments)))
+	}
+	if reads.host {
+		items = append(items, ast.Item(keyHost, a.str(r.Host)))
+	}
+	if reads.scheme {
+		items = append(items, ast.Item(keyScheme, a.str(r.Scheme)))
+	}
+	if reads.query {
+		items = append(items, ast.Item(keyQuery, a.multimap(r.Query)))
+	}
+	if reads.headers {
+		items = append(items, ast.Item(keyHeaders, a.multimap(r.Headers)))
+	}
+	if reads.sourceIP {
+		items = append(items, ast.Item(keySourceIP, a.str(r.SourceIP)))
+	}
+	return ast.NewObject(items...)
 }
 
-func (in Input) credentialValue(a *arena) ast.Object {
+// credentialValue builds input.credential; its fingerprint is "" unless
+// fingerprint (formatting it is the only cost here).
+func (in Input) credentialValue(a *arena, fingerprint bool) ast.Object {
 	c := in.Credential
 	typ, placement := string(c.Type), string(c.Placement)
 	if typ == "" {
@@ -208,13 +245,17 @@ func (in Input) credentialValue(a *arena) ast.Object {
 	if problem == "" {
 		problem = c.Problem
 	}
+	fp := ""
+	if fingerprint {
+		fp = c.Secret.Fingerprint()
+	}
 	return ast.NewObject(
 		ast.Item(keyType, a.str(typ)),
 		ast.Item(keyPlacement, a.str(placement)),
 		ast.Item(keyName, a.str(c.Name)),
 		ast.Item(keyStatus, a.str(in.Status)),
 		ast.Item(keyError, a.str(problem)),
-		ast.Item(keyFingerprint, a.str(c.Secret.Fingerprint())),
+		ast.Item(keyFingerprint, a.str(fp)),
 	)
 }
 
@@ -263,15 +304,22 @@ type arena struct {
 	ptrs  []*ast.Term // element slices of arrays
 }
 
-// newArena sizes an arena for the document of r and id.
-func newArena(r *request.Request, id *authn.Identity) *arena {
+// newArena sizes an arena for the document of r and id, with its query
+// and headers when asked.
+func newArena(r *request.Request, id *authn.Identity, query, headers bool) *arena {
 	// Fixed fields: 3 top-level, 9 request, 6 credential, 7 identity.
 	nTerms, nPtrs := 25+len(r.Segments), len(r.Segments)
-	for _, m := range []map[string][]string{r.Query, r.Headers} {
+	count := func(m map[string][]string) {
 		for _, vs := range m {
 			nTerms += 2 + len(vs) // key, array, values
 			nPtrs += len(vs)
 		}
+	}
+	if query {
+		count(r.Query)
+	}
+	if headers {
+		count(r.Headers)
 	}
 	if id != nil {
 		nTerms += len(id.Scopes) + len(id.Roles)

@@ -120,7 +120,7 @@ func TestInputValueGolden(t *testing.T) {
 	for _, tc := range inputCases {
 		t.Run(tc.name, func(t *testing.T) {
 			v := tc.in.Value()
-			strict, err := tc.in.value(nil)
+			strict, err := tc.in.value(nil, nil)
 			if err != nil {
 				t.Fatalf("value() = %v", err)
 			}
@@ -202,7 +202,7 @@ func TestInputValueRejectsInvalid(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := tc.in.value(nil); !errors.Is(err, ErrInvalidInput) {
+			if _, err := tc.in.value(nil, nil); !errors.Is(err, ErrInvalidInput) {
 				t.Errorf("value() error = %v, want ErrInvalidInput", err)
 			}
 			_ = tc.in.Value() // tolerated, never panics

@@ -114,7 +114,7 @@ func TestInputRouteCannotBeSetByTheCaller(t *testing.T) {
 	// The input document's top-level keys are Tollgate's: no field of Input
 	// reaches "route".
 	in := Input{Request: get("/public/a"), Status: StatusValid, Identity: &authn.Identity{Kind: authn.KindUser, Subject: "route", Claims: map[string]any{"route": "x"}}}
-	v, err := in.value(nil)
+	v, err := in.value(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestInputIdentityFieldsAreHeaderSafe(t *testing.T) {
 	check := func(t *testing.T, id *authn.Identity, field, want string) {
 		t.Helper()
 		in := Input{Request: get("/x"), Credential: credential.Credential{Type: credential.TypeBearer, Placement: credential.PlacementHeader}, Status: StatusValid, Identity: id}
-		v, err := in.value(nil)
+		v, err := in.value(nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +263,7 @@ func BenchmarkInputRoute(b *testing.B) {
 		}
 		req := get(bc.path)
 		b.Run(bc.name, func(b *testing.B) {
-			a := newArena(req, nil)
+			a := newArena(req, nil, true, true)
 			b.ReportAllocs()
 			for b.Loop() {
 				a.terms = nil // every term allocated, as when the arena is spent
