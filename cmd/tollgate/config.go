@@ -114,6 +114,9 @@ type config struct {
 	// export of decision spans (decisionlogs.go); off when absent.
 	DistributedTracing tracingConfig `yaml:"distributed_tracing"`
 
+	// Runtime is the Go garbage collector's settings (runtime.go).
+	Runtime runtimeConfig `yaml:"runtime"`
+
 	Log struct {
 		Level  string `yaml:"level"`  // debug, info, warn, error
 		Format string `yaml:"format"` // json or text
@@ -219,6 +222,7 @@ func (c *config) defaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "json"
 	}
+	c.Runtime.defaults()
 }
 
 // validate checks everything that can be checked without I/O.
@@ -284,6 +288,7 @@ func (c *config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.format %q: want json or text", c.Log.Format))
 	}
+	errs = append(errs, c.Runtime.validate()...)
 	errs = append(errs, c.validateBundles()...)
 	errs = append(errs, c.validateDecisionLogs()...)
 	errs = append(errs, c.validateTracing()...)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -129,6 +130,7 @@ func runServe(ctx context.Context, fl serveFlags, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(c, stderr)
+	applyRuntime(ctx, c.Runtime, os.Getenv, log)
 	if fl.dev {
 		log.Warn("development mode: the development issuer is trusted; never run --dev in production", "issuer", devIssuer, "key_file", devKeyPath())
 	}
