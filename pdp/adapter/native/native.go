@@ -52,6 +52,8 @@ type Handler struct {
 	// bodies are read buffers, reused: the decoder copies every string
 	// it keeps, so nothing refers to a buffer once decode returns.
 	bodies sync.Pool
+	// answers are the buffers decisions are written from (*[]byte).
+	answers sync.Pool
 }
 
 // maxPooledBody is the largest read buffer put back for reuse; a larger
@@ -69,7 +71,9 @@ func New(d Decider, opts Options) *Handler {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Handler{decider: d, max: opts.MaxBodyBytes, log: opts.Logger,
-		bodies: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+		bodies:  sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		answers: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }},
+	}
 }
 
 // Body is the decision request document.
@@ -207,7 +211,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Headers:  body.Headers,
 		SourceIP: body.SourceIP,
 	})
-	writeJSON(w, http.StatusOK, dec)
+	h.writeDecision(w, dec)
+}
+
+// writeDecision answers 200 with dec, written by decision.AppendJSON.
+func (h *Handler) writeDecision(w http.ResponseWriter, dec decision.Decision) {
+	bp := h.answers.Get().(*[]byte)
+	b := append(dec.AppendJSON((*bp)[:0]), '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b) // copied: the buffer can go back
+	if cap(b) <= maxPooledBody {
+		*bp = b
+		h.answers.Put(bp)
+	}
 }
 
 // decode reads and strictly decodes the body. Its errors are fixed texts
