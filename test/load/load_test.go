@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // TestMain lets the test binary be the ceiling server too, as the harness
@@ -254,14 +256,14 @@ func TestCheckCatchesWrongAnswers(t *testing.T) {
 		d     decisionAnswer
 		wrong bool
 	}{
-		{"allow as expected", allow, decisionAnswer{Allow: true, Status: 200, Headers: map[string]string{"x-user-id": "user-1"}}, false},
+		{"allow as expected", allow, decisionAnswer{Allow: true, Status: 200, Headers: idHead{UserID: "user-1"}}, false},
 		{"deny as expected", deny, decisionAnswer{Allow: false, Status: 403}, false},
 		{"deny instead of allow", allow, decisionAnswer{Allow: false, Status: 403}, true},
 		{"allow instead of deny", deny, decisionAnswer{Allow: true, Status: 200}, true},
-		{"another user", allow, decisionAnswer{Allow: true, Status: 200, Headers: map[string]string{"x-user-id": "user-2"}}, true},
+		{"another user", allow, decisionAnswer{Allow: true, Status: 200, Headers: idHead{UserID: "user-2"}}, true},
 		{"no identity", allow, decisionAnswer{Allow: true, Status: 200}, true},
 		{"401 instead of 403", deny, decisionAnswer{Allow: false, Status: 401}, true},
-		{"identity on a deny", deny, decisionAnswer{Allow: false, Status: 403, Headers: map[string]string{"x-user-id": "user-1"}}, true},
+		{"identity on a deny", deny, decisionAnswer{Allow: false, Status: 403, Headers: idHead{UserID: "user-1"}}, true},
 	} {
 		err := tc.d.check(&tc.c)
 		if (err != nil) != tc.wrong {
@@ -368,6 +370,43 @@ func TestOPAPeerPolicy(t *testing.T) {
 		out, err := exec.CommandContext(t.Context(), bin, args...).CombinedOutput()
 		if err != nil {
 			t.Errorf("opa %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// TestDecodeAnswers: the checks read allow, status and x-user-id out of
+// whole answers, Tollgate's and OPA's, whatever else they hold.
+func TestDecodeAnswers(t *testing.T) {
+	c := &call{kind: ownRecord, method: "GET", allow: true, status: 200, subject: "user-1"}
+	for _, tc := range []struct {
+		body    string
+		wrapped bool // OPA's {"result": …}
+		ok      bool
+	}{
+		{`{"decision_id":"0f","allow":true,"status":200,"reasons":[],"headers":{"x-auth-kind":"user","x-user-id":"user-1","x-customer-number":"42"},"policy_revision":"r"}`, false, true},
+		{`{"decision_id":"0f","allow":true,"status":200,"reasons":[],"headers":{"x-user-id":"user-2"},"policy_revision":"r"}`, false, false},
+		{`{"decision_id":"0f","allow":false,"status":403,"reasons":["not_owner"],"headers":{},"policy_revision":"r"}`, false, false},
+		{`{"result":{"allow":true,"status":200,"headers":{"x-user-id":"user-1"}}}`, true, true},
+		{`{"result":{"allow":true,"status":200,"headers":{}}}`, true, false},
+	} {
+		var d decisionAnswer
+		var err error
+		if tc.wrapped {
+			var r struct {
+				Result *decisionAnswer `json:"result"`
+			}
+			err = jsonv2.Unmarshal([]byte(tc.body), &r)
+			if r.Result != nil {
+				d = *r.Result
+			}
+		} else {
+			err = jsonv2.Unmarshal([]byte(tc.body), &d)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		if got := d.check(c) == nil; got != tc.ok {
+			t.Errorf("%s: check passes = %t, want %t", tc.body, got, tc.ok)
 		}
 	}
 }
