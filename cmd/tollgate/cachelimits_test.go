@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 )
 
@@ -25,15 +24,9 @@ func TestConfigCacheLimits(t *testing.T) {
 		{yaml: "limits: {token_cache_entries: lots}\n", wantErr: "token_cache_entries"},
 	}
 	for _, tc := range tests {
-		c, err := parseConfig([]byte(tc.yaml))
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: err = %v, want it to mention %q", tc.yaml, err, tc.wantErr)
-			}
+		c := parseConfigCase(t, tc.yaml, tc.wantErr)
+		if c == nil {
 			continue
-		}
-		if err != nil {
-			t.Fatalf("%q: %v", tc.yaml, err)
 		}
 		l := c.Limits
 		if l.TokenCacheEntries != tc.tokens || l.TokenCacheBytes != tc.tokenBytes || l.DecisionCacheEntries != tc.decisions || l.DecisionCacheBytes != tc.decisionBytes {

@@ -68,3 +68,23 @@ clock_skew: 10s
 		})
 	}
 }
+
+// parseConfigCase parses one table case's YAML. With wantErr, it checks
+// that parsing fails with an error that mentions it, and returns nil;
+// otherwise it returns the configuration (nil, with an error reported,
+// when parsing fails).
+func parseConfigCase(t *testing.T, yaml, wantErr string) *config {
+	t.Helper()
+	c, err := parseConfig([]byte(yaml))
+	switch {
+	case wantErr != "":
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%q: err = %v, want it to mention %q", yaml, err, wantErr)
+		}
+		return nil
+	case err != nil:
+		t.Errorf("%q: %v", yaml, err)
+		return nil
+	}
+	return c
+}

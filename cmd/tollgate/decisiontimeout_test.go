@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -29,15 +28,8 @@ func TestConfigDecisionTimeout(t *testing.T) {
 		{yaml: "limits: {decision_timeout: soon}\n", wantErr: "decision_timeout"},
 	}
 	for _, tc := range tests {
-		c, err := parseConfig([]byte(tc.yaml))
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: err = %v, want it to mention %q", tc.yaml, err, tc.wantErr)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%q: %v", tc.yaml, err)
+		c := parseConfigCase(t, tc.yaml, tc.wantErr)
+		if c == nil {
 			continue
 		}
 		if c.Limits.DecisionTimeout != tc.want {

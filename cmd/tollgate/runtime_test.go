@@ -32,15 +32,9 @@ func TestConfigRuntime(t *testing.T) {
 		{yaml: "runtime: {gogc: off}\n", wantErr: "gogc"},
 		{yaml: "runtime: {gomaxprocs: 2}\n", wantErr: "gomaxprocs"},
 	} {
-		c, err := parseConfig([]byte(tc.yaml))
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: err = %v, want it to mention %q", tc.yaml, err, tc.wantErr)
-			}
+		c := parseConfigCase(t, tc.yaml, tc.wantErr)
+		if c == nil {
 			continue
-		}
-		if err != nil {
-			t.Fatalf("%q: %v", tc.yaml, err)
 		}
 		if c.Runtime.GOGC != tc.gogc || c.Runtime.GOMemLimitRatio != tc.ratio {
 			t.Errorf("%q: runtime %+v, want gogc %d, ratio %g", tc.yaml, c.Runtime, tc.gogc, tc.ratio)

@@ -207,10 +207,11 @@ func TestEndpointsByPath(t *testing.T) {
 		{"POST", "/v1/data/tollgate/authz/decision", 200, `"allow":true`},
 	} {
 		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
-			r := httptest.NewRequest(tc.method, tc.target, strings.NewReader(`{"method":"GET","path":"/public/a"}`))
+			body := `{"method":"GET","path":"/public/a"}`
 			if strings.HasPrefix(tc.target, "/v1/data") {
-				r = httptest.NewRequest(tc.method, tc.target, strings.NewReader(`{"input":{"method":"GET","path":"/public/a"}}`))
+				body = `{"input":` + body + `}`
 			}
+			r := httptest.NewRequest(tc.method, tc.target, strings.NewReader(body))
 			r.RemoteAddr = "192.0.2.1:1"
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
