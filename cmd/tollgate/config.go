@@ -88,7 +88,7 @@ type config struct {
 		TokenCacheBytes   int64 `yaml:"token_cache_bytes"`
 		// DecisionCacheEntries and DecisionCacheBytes bound the decision
 		// cache of each policy revision (pdp/policy); 0 means its defaults
-		// (100,000 decisions, 32 MiB), -1 entries turns it off.
+		// (100,000 decisions, 64 MiB), -1 entries turns it off.
 		DecisionCacheEntries int   `yaml:"decision_cache_entries"`
 		DecisionCacheBytes   int64 `yaml:"decision_cache_bytes"`
 	} `yaml:"limits"`

@@ -17,7 +17,7 @@ import (
 // Options.DecisionCacheBytes).
 const (
 	DefaultDecisionCacheEntries = 100_000
-	DefaultDecisionCacheBytes   = 32 << 20
+	DefaultDecisionCacheBytes   = 64 << 20
 )
 
 // A decision cache remembers the decisions of one program (one revision of
@@ -163,20 +163,31 @@ func newDecisionCache(r reads, maxEntries int, maxBytes int64) (*decisionCache, 
 	c, err := otter.New(&otter.Options[string, decision.Decision]{
 		MaximumWeight: uint64(maxBytes),
 		Weigher: func(k string, d decision.Decision) uint32 {
-			w := uint64(128 + len(k))
-			for _, s := range d.Reasons {
-				w += 16 + uint64(len(s))
-			}
-			for n, v := range d.Headers {
-				w += 32 + uint64(len(n)+len(v))
-			}
-			return uint32(min(max(w, floor), 1<<31))
+			return uint32(min(max(decisionWeight(k, d), floor), 1<<31))
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &decisionCache{reads: r, cache: c, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}}, nil
+}
+
+// decisionWeight estimates the heap an entry takes, calibrated on the heap
+// (TestDecisionWeightFollowsTheHeap): about 256 bytes for the cache's node
+// and the decision, its key, each reason, and a map of headers (a group of
+// 8 slots once it has one, then each name and value).
+func decisionWeight(k string, d decision.Decision) uint64 {
+	w := uint64(256 + len(k))
+	for _, s := range d.Reasons {
+		w += 32 + uint64(len(s))
+	}
+	if len(d.Headers) > 0 {
+		w += 288
+	}
+	for n, v := range d.Headers {
+		w += 32 + uint64(len(n)+len(v))
+	}
+	return w
 }
 
 // lookup returns the cached decision for in, or the key to store its

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -283,4 +284,57 @@ func randomInput(rng *rand.Rand) Input {
 		in.Identity.ContentKey = "" // not cacheable: must still decide the same
 	}
 	return in
+}
+
+// TestDecisionWeightFollowsTheHeap fills a decision cache and compares the
+// heap it takes with the weight it estimates, so that
+// limits.decision_cache_bytes bounds real memory: the estimate may be
+// above the heap by a little, never far below it.
+func TestDecisionWeightFollowsTheHeap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a cache of 50,000 decisions")
+	}
+	for _, tc := range []struct {
+		name    string
+		headers int
+	}{
+		{"deny, one reason", 0},
+		{"allow, four identity headers", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := newDecisionCache(reads{}, 1_000_000, 1<<40)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 50_000
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			var weight uint64
+			for i := range n {
+				k := fmt.Sprintf("m\x03GETp\x16/customers/%06d/ordersI\x01kk\x40%064d", i, i)
+				d := decision.Decision{Allow: true, Status: 200, Reasons: []string{}, Headers: map[string]string{}, PolicyRevision: "default-2026.12.1"}
+				if tc.headers == 0 {
+					d = decision.Decision{Status: 403, Reasons: []string{strings.Clone("not_owner")}, Headers: map[string]string{}, PolicyRevision: d.PolicyRevision}
+				}
+				for h := range tc.headers {
+					d.Headers[fmt.Sprintf("x-header-%d", h)] = fmt.Sprintf("value-%06d", i)
+				}
+				c.store(k, d)
+				weight += decisionWeight(k, d)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			heap := float64(after.HeapInuse) - float64(before.HeapInuse)
+			runtime.KeepAlive(c)
+			if got := c.cache.EstimatedSize(); got != n {
+				t.Fatalf("the cache holds %d decisions, want %d", got, n)
+			}
+			ratio := float64(weight) / heap
+			t.Logf("heap %.0f B/entry, estimate %.0f B/entry (%.2f×)", heap/n, float64(weight)/n, ratio)
+			if ratio < 0.85 || ratio > 1.5 {
+				t.Errorf("the estimate is %.2f× the heap, want 0.85–1.5×", ratio)
+			}
+		})
+	}
 }
