@@ -250,7 +250,8 @@ decision_logs: {service: collector, reporting: {min_delay_seconds: 1, max_delay_
 	resp.Body.Close()
 	for _, want := range []string{`tollgate_decisions_total{allow="false",reason="credential_in_query",status="403"}`,
 		`tollgate_credentials_total{placement="query",status="invalid",type="bearer"}`, `tollgate_decision_log_events_total{result="delivered"}`,
-		`tollgate_bundle_checked_timestamp_seconds{bundle="tollgate"}`, `tollgate_decision_duration_seconds_bucket{stage="eval"`} {
+		`tollgate_bundle_checked_timestamp_seconds{bundle="tollgate"}`, `tollgate_decision_duration_seconds_bucket{stage="eval"`,
+		`tollgate_cache_requests_total{cache="decision",result="miss"} 1`, `tollgate_cache_entries{cache="decision"} 1`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -262,6 +262,7 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 		log.Info("policy built-ins extended", "file", f, "builtins", len(popts.Capabilities.Builtins))
 	}
 	engine := policy.NewEngine(popts)
+	caches := map[string]telemetry.CacheStats{"decision": engine.DecisionCacheStats}
 	var recorders []pdp.Recorder
 	var tracer *telemetry.Tracer
 	var activator lifecycle.Engine = engine
@@ -340,6 +341,7 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 				return nil, fmt.Errorf("token cache: %w", err)
 			}
 			verifier = cached
+			caches["token"] = cached.Stats
 		}
 		if len(c.jwtAuthnPayloads()) > 0 {
 			// Before the cache: what Envoy vouched for is never cached.
@@ -358,6 +360,9 @@ func buildServeDecider(ctx context.Context, c *config, dev bool, log *slog.Logge
 			interval = defaultKeyReloadInterval
 		}
 		go keyWatch{path: c.APIKeys.File, keys: keys, interval: interval, log: log, reloads: keyReloads}.run(ctx)
+	}
+	if parts != nil {
+		parts.metrics = append(parts.metrics, telemetry.NewCacheCollector(caches))
 	}
 	return pdp.New(pdp.Config{
 		Engine:         engine,

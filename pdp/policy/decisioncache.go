@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/maypok86/otter/v2"
+	"github.com/maypok86/otter/v2/stats"
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/tollgate/tollgate/pdp/credential"
@@ -43,6 +44,9 @@ type decisionCache struct {
 	reads reads
 	cache *otter.Cache[string, decision.Decision]
 	bufs  sync.Pool
+	// stats counts hits and misses (decisions evaluated and stored); it is
+	// the engine's, shared by every revision's cache.
+	stats *stats.Counter
 }
 
 // reads is the set of input parts a policy can read.
@@ -152,7 +156,10 @@ func (r *reads) add(ref ast.Ref) bool {
 	return true
 }
 
-func newDecisionCache(r reads, maxEntries int, maxBytes int64) (*decisionCache, error) {
+func newDecisionCache(r reads, maxEntries int, maxBytes int64, counts *stats.Counter) (*decisionCache, error) {
+	if counts == nil {
+		counts = stats.NewCounter()
+	}
 	if maxEntries == 0 {
 		maxEntries = DefaultDecisionCacheEntries
 	}
@@ -169,7 +176,7 @@ func newDecisionCache(r reads, maxEntries int, maxBytes int64) (*decisionCache, 
 	if err != nil {
 		return nil, err
 	}
-	return &decisionCache{reads: r, cache: c, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}}, nil
+	return &decisionCache{reads: r, cache: c, stats: counts, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}}, nil
 }
 
 // decisionWeight estimates the heap an entry takes, calibrated on the heap
@@ -201,6 +208,7 @@ func (c *decisionCache) lookup(in Input) (d decision.Decision, hit bool, key str
 		return decision.Decision{}, false, ""
 	}
 	if d, hit = c.cache.GetIfPresent(string(b)); hit {
+		c.stats.RecordHits(1)
 		return d, true, ""
 	}
 	return decision.Decision{}, false, string(b)
@@ -208,6 +216,7 @@ func (c *decisionCache) lookup(in Input) (d decision.Decision, hit bool, key str
 
 func (c *decisionCache) store(key string, d decision.Decision) {
 	if key != "" {
+		c.stats.RecordMisses(1)
 		c.cache.Set(key, d)
 	}
 }

@@ -302,7 +302,7 @@ func TestDecisionWeightFollowsTheHeap(t *testing.T) {
 		{"allow, four identity headers", 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := newDecisionCache(reads{}, 1_000_000, 1<<40)
+			c, err := newDecisionCache(reads{}, 1_000_000, 1<<40, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -337,4 +337,52 @@ func TestDecisionWeightFollowsTheHeap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecisionCacheStats: hits and misses count across revisions; entries
+// are the active revision's.
+func TestDecisionCacheStats(t *testing.T) {
+	ctx := context.Background()
+	b, err := bundles.Load(ctx, "embedded")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEngine(Options{})
+	in := randomInput(rand.New(rand.NewPCG(5, 6)))
+	other := randomInput(rand.New(rand.NewPCG(7, 8)))
+	want := func(step string, hits, misses uint64, entries int) {
+		t.Helper()
+		if p := e.active.Load(); p != nil && p.cache != nil {
+			p.cache.cache.CleanUp()
+		}
+		if h, m, n := e.DecisionCacheStats(); h != hits || m != misses || n != entries {
+			t.Fatalf("%s: hits %d misses %d entries %d, want %d %d %d", step, h, m, n, hits, misses, entries)
+		}
+	}
+	want("no policy", 0, 0, 0)
+	if err := e.Activate(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, hit := e.Cached(in); hit {
+		t.Fatal("a hit on an empty cache")
+	}
+	want("Cached on an empty cache counts nothing", 0, 0, 0)
+	_, _ = e.Evaluate(ctx, in)
+	want("evaluated", 0, 1, 1)
+	_, _ = e.Evaluate(ctx, in)
+	want("Evaluate from the cache", 1, 1, 1)
+	if _, hit := e.Cached(in); !hit {
+		t.Fatal("no hit")
+	}
+	want("Cached from the cache", 2, 1, 1)
+	_, _ = e.Evaluate(ctx, other)
+	want("another input", 2, 2, 2)
+	b2 := *b
+	b2.Manifest.Revision = "r2"
+	if err := e.Activate(ctx, &b2); err != nil {
+		t.Fatal(err)
+	}
+	want("a new revision starts empty; the counts go on", 2, 2, 0)
+	_, _ = e.Evaluate(ctx, in)
+	want("evaluated on the new revision", 2, 3, 1)
 }

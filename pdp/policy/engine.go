@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/maypok86/otter/v2/stats"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
 	"github.com/open-policy-agent/opa/v1/metrics"
@@ -164,6 +165,9 @@ type program struct {
 type Engine struct {
 	opts Options
 	log  *slog.Logger
+	// cacheStats counts the decision caches' hits and misses, across
+	// revisions (otter's striped counter).
+	cacheStats *stats.Counter
 
 	activating sync.Mutex // serializes Activate
 	active     atomic.Pointer[program]
@@ -178,7 +182,7 @@ func NewEngine(opts Options) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{opts: opts, log: log}
+	return &Engine{opts: opts, log: log, cacheStats: stats.NewCounter()}
 }
 
 // Activate compiles b's modules and data, prepares the decision query once,
@@ -305,7 +309,7 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 		if !cacheable {
 			e.log.LogAttrs(ctx, slog.LevelInfo, "decision cache off for this revision",
 				slog.String("revision", b.Manifest.Revision), slog.String("why", why))
-		} else if p.cache, err = newDecisionCache(reads, e.opts.DecisionCacheEntries, e.opts.DecisionCacheBytes); err != nil {
+		} else if p.cache, err = newDecisionCache(reads, e.opts.DecisionCacheEntries, e.opts.DecisionCacheBytes, e.cacheStats); err != nil {
 			return nil, err
 		}
 	}
@@ -443,6 +447,18 @@ func (e *Engine) Revision() string {
 
 // Ready reports whether a policy is active.
 func (e *Engine) Ready() bool { return e.active.Load() != nil }
+
+// DecisionCacheStats reports the decisions answered from the decision
+// cache (hits) and those evaluated to be cached (misses), over every
+// revision since the engine was made, and the entries the active
+// revision's cache holds.
+func (e *Engine) DecisionCacheStats() (hits, misses uint64, entries int) {
+	s := e.cacheStats.Snapshot()
+	if p := e.active.Load(); p != nil && p.cache != nil {
+		entries = p.cache.cache.EstimatedSize()
+	}
+	return s.Hits, s.Misses, entries
+}
 
 // evalMetrics is shared by every evaluation: nothing reads OPA's per-query
 // metrics, so there is no point allocating them.

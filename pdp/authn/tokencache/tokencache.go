@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/maypok86/otter/v2"
+	"github.com/maypok86/otter/v2/stats"
 
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/credential"
@@ -79,6 +80,9 @@ type Authenticator struct {
 	now    func() time.Time
 	skew   time.Duration
 	maxTTL time.Duration
+	// stats counts hits (tokens answered here) and misses (tokens the
+	// wrapped verifier verified), on otter's striped counter.
+	stats *stats.Counter
 }
 
 var (
@@ -113,7 +117,7 @@ func New(next authn.Authenticator, cfg Config) (*Authenticator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	a := &Authenticator{next: next, now: cfg.Now, skew: cfg.ClockSkew, maxTTL: cfg.MaxTTL, epoch: func() uint64 { return 0 }}
+	a := &Authenticator{next: next, now: cfg.Now, skew: cfg.ClockSkew, maxTTL: cfg.MaxTTL, epoch: func() uint64 { return 0 }, stats: stats.NewCounter()}
 	if e, ok := next.(Epocher); ok {
 		a.epoch = e.KeyEpoch
 	}
@@ -148,8 +152,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred credential.Creden
 	key := cred.Secret.Digest()
 	epoch := a.epoch()
 	if id, ok := a.lookup(key, epoch); ok {
+		a.stats.RecordHits(1)
 		return authn.Accept(id), nil
 	}
+	a.stats.RecordMisses(1)
 	out, err := a.next.Authenticate(ctx, cred)
 	if err != nil || out.Result != authn.Authenticated || out.Identity == nil || out.Identity.ExpiresAt.IsZero() {
 		return out, err
@@ -171,6 +177,7 @@ func (a *Authenticator) Peek(cred credential.Credential) (authn.Outcome, bool) {
 		return authn.Outcome{}, false
 	}
 	if id, ok := a.lookup(cred.Secret.Digest(), a.epoch()); ok {
+		a.stats.RecordHits(1)
 		return authn.Accept(id), true
 	}
 	return authn.Outcome{}, false
@@ -188,6 +195,13 @@ func (a *Authenticator) lookup(key [sha256.Size]byte, epoch uint64) (*authn.Iden
 	}
 	a.cache.Invalidate(key)
 	return nil, false
+}
+
+// Stats reports the bearer tokens answered from the cache (hits), those
+// the wrapped verifier was asked to verify (misses), and the tokens kept.
+func (a *Authenticator) Stats() (hits, misses uint64, entries int) {
+	s := a.stats.Snapshot()
+	return s.Hits, s.Misses, a.cache.EstimatedSize()
 }
 
 // Len is the number of tokens kept (an estimate while evictions run).

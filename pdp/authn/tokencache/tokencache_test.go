@@ -233,3 +233,34 @@ func BenchmarkHit(b *testing.B) {
 		}
 	}
 }
+
+// TestStats: a token answered from the cache (Authenticate or Peek) is a
+// hit, one the verifier is asked about a miss; a Peek that cannot answer
+// counts nothing (Authenticate follows it); other credentials count nothing.
+func TestStats(t *testing.T) {
+	a, v, c := setup(t, Config{})
+	v.ok["good"] = c.now().Add(time.Hour)
+	ctx := context.Background()
+	steps := []struct {
+		name         string
+		do           func()
+		hits, misses uint64
+		entries      int
+	}{
+		{"peek, not cached", func() { a.Peek(bearer("good")) }, 0, 0, 0},
+		{"verified", func() { _, _ = a.Authenticate(ctx, bearer("good")) }, 0, 1, 1},
+		{"from the cache", func() { _, _ = a.Authenticate(ctx, bearer("good")) }, 1, 1, 1},
+		{"peek from the cache", func() { a.Peek(bearer("good")) }, 2, 1, 1},
+		{"a bad token is verified, not kept", func() { _, _ = a.Authenticate(ctx, bearer("bad")) }, 2, 2, 1},
+		{"an API key is not the cache's", func() {
+			_, _ = a.Authenticate(ctx, credential.Credential{Type: credential.TypeAPIKey, Secret: credential.NewSecret("k")})
+		}, 2, 2, 1},
+	}
+	for _, s := range steps {
+		s.do()
+		a.cache.CleanUp()
+		if h, m, n := a.Stats(); h != s.hits || m != s.misses || n != s.entries {
+			t.Fatalf("%s: hits %d misses %d entries %d, want %d %d %d", s.name, h, m, n, s.hits, s.misses, s.entries)
+		}
+	}
+}
