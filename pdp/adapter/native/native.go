@@ -278,7 +278,7 @@ func describe(err error, raw []byte) error {
 			return fmt.Errorf("duplicate member name in request body%s", where)
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return errors.New("request body is not valid JSON: it ends early")
-		case serr.JSONPointer == "" && strings.HasSuffix(serr.Err.Error(), "after top-level value"):
+		case serr.JSONPointer == "" && serr.Err != nil && strings.HasSuffix(serr.Err.Error(), "after top-level value"):
 			return errors.New("request body must hold exactly one JSON object")
 		case off >= 0 && off+1 < int64(len(raw)) && raw[off] == '\\':
 			return fmt.Errorf("request body has an invalid string escape (a lone surrogate \\ud800-\\udfff or an unknown escape)%s", where)
