@@ -349,19 +349,27 @@ func TestRestoreComesUpOnTheLastGoodRevision(t *testing.T) {
 	}
 }
 
-func TestRestoreRefusesTamperedFiles(t *testing.T) {
+// signedR1 is revision r1 signed with a new key: the key's verification
+// config, the tarball, and the bundle read from it.
+func signedR1(t *testing.T) (*bundle.VerificationConfig, []byte, *bundle.Bundle) {
+	t.Helper()
 	key := bundletest.NewKey(t)
 	vc, err := bundles.Verification(key.Public, "", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	dir := t.TempDir()
 	data := bundletest.Build(t, bundletest.PolicyDir(t, nil), "r1", &key)
 	b, err := bundles.ReadTarball("r1", data, bundles.ReadOptions{Verification: vc})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return vc, data, b
+}
+
+func TestRestoreRefusesTamperedFiles(t *testing.T) {
+	vc, data, b := signedR1(t)
+	ctx := context.Background()
+	dir := t.TempDir()
 	first, err := lifecycle.New(lifecycle.Options{Name: "tollgate", Engine: policy.NewEngine(policy.Options{}), Dir: dir, Verification: vc})
 	if err != nil {
 		t.Fatal(err)
@@ -390,18 +398,9 @@ func TestRestoreRefusesTamperedFiles(t *testing.T) {
 // hands only the parsed bundle) is written with its signature, so that it
 // verifies again after a restart.
 func TestRestoreSignedBundleWrittenFromParsed(t *testing.T) {
-	key := bundletest.NewKey(t)
-	vc, err := bundles.Verification(key.Public, "", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	vc, _, b := signedR1(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	data := bundletest.Build(t, bundletest.PolicyDir(t, nil), "r1", &key)
-	b, err := bundles.ReadTarball("r1", data, bundles.ReadOptions{Verification: vc})
-	if err != nil {
-		t.Fatal(err)
-	}
 	first, err := lifecycle.New(lifecycle.Options{Name: "tollgate", Engine: policy.NewEngine(policy.Options{}), Dir: dir, Verification: vc})
 	if err != nil {
 		t.Fatal(err)

@@ -3,14 +3,10 @@ package source_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,58 +25,19 @@ import (
 	"github.com/tollgate/tollgate/pdp/request"
 )
 
-// bundleServer is a real HTTP bundle server on loopback serving one
-// bundle at /bundles/tollgate.tar.gz, with ETags as OPA's bundle API has.
+// bundleServer is a real HTTP bundle server on loopback, with ETags as
+// OPA's bundle API has (bundletest.Server).
 type bundleServer struct {
-	*httptest.Server
-	mu   sync.Mutex
-	data []byte
-	// sent is when the current data was first sent in full.
-	sent time.Time
-	hits atomic.Int64
+	bundletest.Server
+	URL string
 }
 
 func newBundleServer(t *testing.T) *bundleServer {
 	s := &bundleServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.hits.Add(1)
-		if r.URL.Path != "/bundles/tollgate.tar.gz" {
-			http.NotFound(w, r)
-			return
-		}
-		s.mu.Lock()
-		data := s.data
-		s.mu.Unlock()
-		sum := sha256.Sum256(data)
-		etag := `"` + hex.EncodeToString(sum[:8]) + `"`
-		if r.Header.Get("If-None-Match") == etag {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-		w.Header().Set("ETag", etag)
-		w.Header().Set("Content-Type", "application/gzip")
-		_, _ = w.Write(data)
-		s.mu.Lock()
-		if s.sent.IsZero() && len(data) == len(s.data) && string(data) == string(s.data) {
-			s.sent = time.Now()
-		}
-		s.mu.Unlock()
-	}))
-	t.Cleanup(s.Close)
+	hs := httptest.NewServer(&s.Server)
+	t.Cleanup(hs.Close)
+	s.URL = hs.URL
 	return s
-}
-
-func (s *bundleServer) serve(data []byte) {
-	s.mu.Lock()
-	s.data, s.sent = data, time.Time{}
-	s.mu.Unlock()
-}
-
-// sentAt is when the data being served was first sent (zero: not yet).
-func (s *bundleServer) sentAt() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sent
 }
 
 // replica is one polling engine.
@@ -148,7 +105,7 @@ func TestRemoteRefusesBadBundlesAndKeepsTheLastGood(t *testing.T) {
 		return rs
 	})
 	srv := newBundleServer(t)
-	srv.serve(good)
+	srv.Serve(good)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := startReplica(t, ctx, srv.URL, vc, 0, 1)
@@ -166,10 +123,10 @@ func TestRemoteRefusesBadBundlesAndKeepsTheLastGood(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv.serve(tt.data)
+			srv.Serve(tt.data)
 			// The refusal of this bundle: recorded after it was sent.
 			waitFor(t, 30*time.Second, "refusal recorded", func() bool {
-				s, sent := r.life.Status(), srv.sentAt()
+				s, sent := r.life.Status(), srv.SentAt()
 				return !sent.IsZero() && s.LastError != nil && s.LastError.At.After(sent)
 			})
 			s := r.life.Status()
@@ -185,7 +142,7 @@ func TestRemoteRefusesBadBundlesAndKeepsTheLastGood(t *testing.T) {
 		})
 	}
 	// A good revision after all that is taken.
-	srv.serve(bundletest.Build(t, moved, "r3", &key))
+	srv.Serve(bundletest.Build(t, moved, "r3", &key))
 	waitFor(t, 30*time.Second, "r3 active", func() bool { return r.engine.Revision() == "r3" })
 	if allow, _ := decidePublic(t, r.engine); allow {
 		t.Error("r3 allows /public/x; its public route is /open/**")
@@ -223,7 +180,7 @@ func TestReplicasConvergeWithinThePollingInterval(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newBundleServer(t)
-	srv.serve(bundletest.Build(t, bundletest.PolicyDir(t, nil), "r1", &key))
+	srv.Serve(bundletest.Build(t, bundletest.PolicyDir(t, nil), "r1", &key))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const minDelay, maxDelay = 1, 2
@@ -234,7 +191,7 @@ func TestReplicasConvergeWithinThePollingInterval(t *testing.T) {
 	for _, r := range rs {
 		waitFor(t, 30*time.Second, "replica r1", func() bool { return r.engine.Revision() == "r1" })
 	}
-	srv.serve(bundletest.Build(t, bundletest.PolicyDir(t, bundletest.MovePublic("/open")), "r2", &key))
+	srv.Serve(bundletest.Build(t, bundletest.PolicyDir(t, bundletest.MovePublic("/open")), "r2", &key))
 	published := time.Now()
 	// Each replica polls again within max_delay_seconds (the jittered
 	// delay is at most that); one download and one activation more.

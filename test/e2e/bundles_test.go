@@ -6,10 +6,7 @@ package e2e
 // through the admin API, and shadow evaluation.
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -194,12 +190,11 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
-// lcBundleServer is a bundle server on loopback (OPA's bundle API: GET
-// with ETag) that can be stopped and started on the same address.
+// lcBundleServer is a bundle server on loopback (OPA's bundle API,
+// bundletest.Server) that can be stopped and started again on the same
+// address, as a bundle server that goes down and comes back.
 type lcBundleServer struct {
-	mu   sync.Mutex
-	data []byte
-	sent time.Time
+	bundletest.Server
 	addr string
 	srv  *http.Server
 }
@@ -219,24 +214,7 @@ func (s *lcBundleServer) start(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		data := s.data
-		s.mu.Unlock()
-		sum := sha256.Sum256(data)
-		etag := `"` + hex.EncodeToString(sum[:8]) + `"`
-		if r.Header.Get("If-None-Match") == etag {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-		w.Header().Set("ETag", etag)
-		_, _ = w.Write(data)
-		s.mu.Lock()
-		if s.sent.IsZero() && bytes.Equal(data, s.data) {
-			s.sent = time.Now()
-		}
-		s.mu.Unlock()
-	})}
+	s.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: &s.Server}
 	go func() { _ = s.srv.Serve(ln) }()
 }
 
@@ -245,18 +223,6 @@ func (s *lcBundleServer) stop() {
 		_ = s.srv.Close()
 		s.srv = nil
 	}
-}
-
-func (s *lcBundleServer) serve(data []byte) {
-	s.mu.Lock()
-	s.data, s.sent = data, time.Time{}
-	s.mu.Unlock()
-}
-
-func (s *lcBundleServer) sentAt() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sent
 }
 
 // remoteConfig is a serve configuration polling srv for a bundle signed by
@@ -346,7 +312,7 @@ func TestBundleLifecycleReplicas(t *testing.T) {
 	base := bundletest.PolicyDir(t, nil)
 	moved := bundletest.PolicyDir(t, bundletest.MovePublic("/open"))
 	srv := newLCBundleServer(t)
-	srv.serve(bundletest.Build(t, base, "r1", &key))
+	srv.Serve(bundletest.Build(t, base, "r1", &key))
 
 	// An admin key, and a key for the decision listener that is not one.
 	keysDir := t.TempDir()
@@ -384,9 +350,9 @@ func TestBundleLifecycleReplicas(t *testing.T) {
 		}
 		for _, c := range cases {
 			refusedBefore := first.metric(t, `tollgate_bundle_activations_total{bundle="tollgate",result="refused"}`)
-			srv.serve(c.data)
+			srv.Serve(c.data)
 			eventually(t, 30*time.Second, c.name+": refusal counted", func() bool {
-				return !srv.sentAt().IsZero() &&
+				return !srv.SentAt().IsZero() &&
 					first.metric(t, `tollgate_bundle_activations_total{bundle="tollgate",result="refused"}`) > refusedBefore
 			})
 			if allow, rev := first.decide(t, "/public/x"); !allow || rev != "r1" {
@@ -404,7 +370,7 @@ func TestBundleLifecycleReplicas(t *testing.T) {
 	})
 
 	t.Run("replicas converge on a new revision", func(t *testing.T) {
-		srv.serve(bundletest.Build(t, moved, "r2", &key))
+		srv.Serve(bundletest.Build(t, moved, "r2", &key))
 		published := time.Now()
 		// Each polls again within max_delay_seconds (after a refusal, a
 		// backoff of at most that); allow a download and an activation.
@@ -467,8 +433,8 @@ func TestBundleLifecycleReplicas(t *testing.T) {
 			t.Fatalf("after rollback: allow=%v revision=%s, want r1", allow, rev)
 		}
 		// A new revision from the source is fetched but not activated.
-		srv.serve(bundletest.Build(t, base, "r3", &key))
-		eventually(t, 30*time.Second, "r3 fetched", func() bool { return !srv.sentAt().IsZero() })
+		srv.Serve(bundletest.Build(t, base, "r3", &key))
+		eventually(t, 30*time.Second, "r3 fetched", func() bool { return !srv.SentAt().IsZero() })
 		time.Sleep(maxDelay * time.Second)
 		if _, rev := first.decide(t, "/public/x"); rev != "r1" {
 			t.Fatalf("pinned r1, but %s answers", rev)
@@ -547,7 +513,7 @@ func TestMaxBundleAgeFailsClosed(t *testing.T) {
 	}
 	key := bundletest.NewKey(t)
 	srv := newLCBundleServer(t)
-	srv.serve(bundletest.Build(t, bundletest.PolicyDir(t, nil), "r1", &key))
+	srv.Serve(bundletest.Build(t, bundletest.PolicyDir(t, nil), "r1", &key))
 	cfg := remoteConfig(srv, key, t.TempDir(), 1, 1)
 	cfg["max_bundle_age"] = "4s"
 	s := startServe(t, "tollgate-max-age", cfg)
