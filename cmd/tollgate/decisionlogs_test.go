@@ -12,11 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate/pdp/request"
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // TestDecisionLogsConfig (issue 10): OPA's decision_logs section is read
@@ -145,7 +145,7 @@ decision_logs: {service: collector, reporting: {min_delay_seconds: 1, max_delay_
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &telemetrytest.LogBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- runServe(ctx, serveFlags{configFile: cfg}, logs) }()
 	defer func() {
@@ -259,22 +259,4 @@ decision_logs: {service: collector, reporting: {min_delay_seconds: 1, max_delay_
 	if strings.Contains(logs.String(), secret) || strings.Contains(string(metrics), secret) {
 		t.Error("the token is in the logs or metrics")
 	}
-}
-
-// lockedBuffer is an io.Writer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

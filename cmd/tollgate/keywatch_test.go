@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/pdp/authn/apikey"
 	"github.com/tollgate/tollgate/pdp/credential"
 	"github.com/tollgate/tollgate/pdp/server"
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // TestKeyFileReloadedOnChange: a revoked key stops working without a
@@ -52,7 +52,7 @@ func TestKeyFileReloadedOnChange(t *testing.T) {
 		t.Fatalf("fresh key: %+v", out)
 	}
 
-	var logs syncBuffer
+	var logs telemetrytest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -123,7 +123,7 @@ func TestKeyWatchKeepsKeysWhenFileRefused(t *testing.T) {
 	}
 
 	reloads := newKeyReloadCounter()
-	var logs syncBuffer
+	var logs telemetrytest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	w := keyWatch{path: path, keys: keys, interval: 5 * time.Millisecond, log: slog.New(slog.NewJSONHandler(&logs, nil)), reloads: reloads}
@@ -245,21 +245,4 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

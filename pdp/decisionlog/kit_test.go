@@ -1,7 +1,6 @@
 package decisionlog_test
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -27,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate/pdp/authn/oidcjwt"
 	"github.com/tollgate/tollgate/pdp/decisionlog"
 	"github.com/tollgate/tollgate/pdp/policy"
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // collector is an OPA decision-log collector on loopback: it accepts
@@ -197,7 +197,7 @@ type fixture struct {
 	decider *pdp.Decider
 	logger  *decisionlog.Logger
 	reg     *prometheus.Registry
-	logs    *syncBuffer // operational logs of every part
+	logs    *telemetrytest.LogBuffer // operational logs of every part
 	authns  []authn.Authenticator
 }
 
@@ -211,7 +211,7 @@ type fixtureOptions struct {
 
 func newFixture(t testing.TB, opts fixtureOptions) *fixture {
 	t.Helper()
-	f := &fixture{issuer: authntest.NewIssuer(t), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	f := &fixture{issuer: authntest.NewIssuer(t), reg: prometheus.NewRegistry(), logs: &telemetrytest.LogBuffer{}}
 	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	jwts, err := oidcjwt.New(context.Background(), oidcjwt.Config{
 		Issuers:    []oidcjwt.IssuerConfig{{Issuer: f.issuer.URL(), Audiences: []string{authntest.Audience}}},
@@ -283,24 +283,6 @@ func withoutRecorders(t testing.TB, f *fixture) *pdp.Decider {
 // token mints a valid JWT for sub.
 func (f *fixture) token(sub string) string {
 	return f.issuer.Mint(f.issuer.Claims(sub))
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // counter reads a counter or gauge of reg by name and labels.

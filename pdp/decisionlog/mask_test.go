@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/plugins/logs"
+
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // logMaskPolicy uses OPA's system.log.mask and system.log.drop, with
@@ -28,7 +30,7 @@ mask contains "/result/headers/x-user-id" if input.result.allow
 // removes and upserts fields as OPA does and records them in erased and
 // masked, and the console sink writes one JSON line per kept event.
 func TestMaskAndDropPolicy(t *testing.T) {
-	console := &syncBuffer{}
+	console := &telemetrytest.LogBuffer{}
 	f := newFixture(t, fixtureOptions{console: console, modules: map[string]string{"log.rego": logMaskPolicy}})
 	token := f.token("alice")
 	kept := f.decider.Decide(context.Background(), rawRequest("/orders/1", map[string][]string{

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,7 +16,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate/pdp/authn/apikey"
 	"github.com/tollgate/tollgate/pdp/policy"
 	"github.com/tollgate/tollgate/pdp/server"
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // echoHeaderNames allows every request and reports the names of the
@@ -36,24 +35,6 @@ const echoHeaderNames = `package tollgate.authz
 
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"x-seen": concat(",", sort(object.keys(input.request.headers)))}}
 `
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // echoDecider returns a Decider running echoHeaderNames whose decision log
 // and server log go to logs.
@@ -198,7 +179,7 @@ func TestClientCertificates(t *testing.T) {
 	serverCA := newCA(t, "server CA")
 	clientCA := newCA(t, "gateway CA")
 	otherCA := newCA(t, "some other CA")
-	logs := &syncBuffer{}
+	logs := &telemetrytest.LogBuffer{}
 	url := serve(t, echoDecider(t, logs), server.Options{
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{serverCA.issue(t, "tollgate", x509.ExtKeyUsageServerAuth)},
@@ -303,7 +284,7 @@ func TestClientTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &telemetrytest.LogBuffer{}
 	url := serve(t, echoDecider(t, logs), server.Options{
 		ClientTokens:   apikey.New(store, apikey.Options{}),
 		TrustedProxies: loopback,

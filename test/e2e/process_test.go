@@ -11,12 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // How long to wait for a process to come up or go down. Generous: the race
@@ -26,24 +27,6 @@ const (
 	startTimeout = 60 * time.Second
 	stopTimeout  = 15 * time.Second
 )
-
-// logBuffer collects a process's output; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // tailLines is how much of a process's output a failed test shows.
 const tailLines = 40
@@ -60,14 +43,14 @@ func tail(s string, n int) string {
 type process struct {
 	name    string
 	cmd     *exec.Cmd
-	output  *logBuffer // stdout and stderr
+	output  *telemetrytest.LogBuffer // stdout and stderr
 	done    chan struct{}
 	waitErr error // set before done closes
 }
 
 func startProcess(t *testing.T, name string, cmd *exec.Cmd) *process {
 	t.Helper()
-	p := &process{name: name, cmd: cmd, output: &logBuffer{}, done: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, output: &telemetrytest.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.output, p.output
 	// Own process group, so that a kill reaches nginx's workers too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

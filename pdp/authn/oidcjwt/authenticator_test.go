@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate/tollgate/pdp/authn/authntest"
 	"github.com/tollgate/tollgate/pdp/authn/oidcjwt"
 	"github.com/tollgate/tollgate/pdp/credential"
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // tokenCase is one token and what the authenticator must make of it.
@@ -397,7 +398,7 @@ func TestConcurrentUse(t *testing.T) {
 // TestNeverLogsOrReturnsTheToken is a security regression test: neither the
 // log (at debug) nor an error may carry the raw token or its parts.
 func TestNeverLogsOrReturnsTheToken(t *testing.T) {
-	var logs syncBuffer // background refreshes log too
+	var logs telemetrytest.LogBuffer // background refreshes log too
 	f := newFixture(t, func(c *oidcjwt.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

@@ -1,7 +1,6 @@
 package oidcjwt_test
 
 import (
-	"bytes"
 	"context"
 	"slices"
 	"sync"
@@ -94,24 +93,6 @@ func (c *clock) Advance(d time.Duration) {
 	}
 	c.waiters = kept
 	c.cond.Broadcast()
-}
-
-// syncBuffer is a bytes.Buffer for logs written by background goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // fixture is one test issuer and an authenticator trusting it, on one clock.

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/pdp/authn"
 	"github.com/tollgate/tollgate/pdp/authn/authntest"
 	"github.com/tollgate/tollgate/pdp/authn/oidcjwt"
+	"github.com/tollgate/tollgate/pdp/telemetry/telemetrytest"
 )
 
 // interval is the minimum time between fetches caused by unknown kids.
@@ -252,7 +253,7 @@ func TestFailedRefreshKeepsTheCachedKeys(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs telemetrytest.LogBuffer
 			f := newFixture(t, func(c *oidcjwt.Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 			tok := f.iss.Mint(f.claims(nil))
 			f.mustAccept(t, tok)
@@ -319,7 +320,7 @@ func TestCacheControlMaxAge(t *testing.T) {
 // RSA keys under 2048 bits in a JWKS never verify (RFC 7518 section 3.3), and
 // each is logged once, not on every fetch or request.
 func TestWeakRSAKeysAreRefused(t *testing.T) {
-	var logs syncBuffer
+	var logs telemetrytest.LogBuffer
 	f := newFixture(t, func(c *oidcjwt.Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	weak := []*authntest.Key{f.iss.AddRSAKey(1024), f.iss.AddRSAKey(1536), f.iss.AddRSAKey(2040)}
 	strong := []*authntest.Key{f.iss.AddRSAKey(2048), f.iss.AddRSAKey(3072)}
