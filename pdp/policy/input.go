@@ -164,67 +164,66 @@ func (in Input) identity() *authn.Identity {
 }
 
 // build assembles the document around already converted claims, with
-// input.route when routes is not nil, and only the parts in reads when
-// reads is not nil.
-func (in Input) build(claims ast.Value, routes *routeTable, reads *reads) ast.Object {
+// input.route when routes is not nil, and only the parts in rd when rd is
+// not nil.
+func (in Input) build(claims ast.Value, routes *routeTable, rd *reads) ast.Object {
 	r := in.Request
 	if r == nil {
 		r = &request.Request{}
 	}
-	all := reads == nil
+	if rd == nil {
+		all := everyPart()
+		rd = &all
+	}
 	id := in.identity()
-	a := newArena(r, id, all || reads.query, all || reads.headers)
+	a := newArena(r, id, rd.query, rd.headers)
 
 	items := make([][2]*ast.Term, 2, 4)
-	items[0] = ast.Item(keyRequest, a.term(requestValue(a, r, reads)))
-	items[1] = ast.Item(keyCredential, a.term(in.credentialValue(a, all || reads.fingerprint)))
-	if id != nil && (all || reads.identity) {
+	items[0] = ast.Item(keyRequest, a.term(requestValue(a, r, rd)))
+	items[1] = ast.Item(keyCredential, a.term(in.credentialValue(a, rd.fingerprint)))
+	if id != nil && rd.identity {
 		items = append(items, ast.Item(keyIdentity, a.term(identityValue(a, id, claims))))
 	}
-	if routes != nil && (all || reads.route) {
+	if routes != nil && rd.route {
 		items = append(items, ast.Item(keyRoute, routes.term(a, r.Method, r.Segments)))
 	}
 	return ast.NewObject(items...)
 }
 
-// requestValue builds input.request, all of it when reads is nil.
-func requestValue(a *arena, r *request.Request, reads *reads) ast.Object {
-	if reads == nil {
-		return ast.NewObject(
-			ast.Item(keyID, a.str(r.ID)),
-			ast.Item(keyMethod, a.str(r.Method)),
-			ast.Item(keyPath, a.str(r.Path)),
-			ast.Item(keySegments, a.strList(r.Segments)),
-			ast.Item(keyHost, a.str(r.Host)),
-			ast.Item(keyScheme, a.str(r.Scheme)),
-			ast.Item(keyQuery, a.multimap(r.Query)),
-			ast.Item(keyHeaders, a.multimap(r.Headers)),
-			ast.Item(keySourceIP, a.str(r.SourceIP)),
-		)
+// everyPart reads every part of the input.
+func everyPart() reads {
+	return reads{
+		method: true, path: true, host: true, scheme: true, query: true, headers: true, sourceIP: true, requestID: true,
+		credType: true, placement: true, name: true, status: true, credError: true, fingerprint: true,
+		identity: true, route: true,
 	}
+}
+
+// requestValue builds the parts of input.request in rd.
+func requestValue(a *arena, r *request.Request, rd *reads) ast.Object {
 	items := make([][2]*ast.Term, 0, 9)
-	if reads.requestID {
+	if rd.requestID {
 		items = append(items, ast.Item(keyID, a.str(r.ID)))
 	}
-	if reads.method {
+	if rd.method {
 		items = append(items, ast.Item(keyMethod, a.str(r.Method)))
 	}
-	if reads.path {
+	if rd.path {
 		items = append(items, ast.Item(keyPath, a.str(r.Path)), ast.Item(keySegments, a.strList(r.Segments)))
 	}
-	if reads.host {
+	if rd.host {
 		items = append(items, ast.Item(keyHost, a.str(r.Host)))
 	}
-	if reads.scheme {
+	if rd.scheme {
 		items = append(items, ast.Item(keyScheme, a.str(r.Scheme)))
 	}
-	if reads.query {
+	if rd.query {
 		items = append(items, ast.Item(keyQuery, a.multimap(r.Query)))
 	}
-	if reads.headers {
+	if rd.headers {
 		items = append(items, ast.Item(keyHeaders, a.multimap(r.Headers)))
 	}
-	if reads.sourceIP {
+	if rd.sourceIP {
 		items = append(items, ast.Item(keySourceIP, a.str(r.SourceIP)))
 	}
 	return ast.NewObject(items...)

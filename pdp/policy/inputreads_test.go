@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -102,4 +103,15 @@ func decideWhole(ctx context.Context, p *program, input ast.Value) (decision.Dec
 	}
 	d.PolicyRevision = p.revision
 	return d, nil
+}
+
+// TestEveryPartIsEveryPart: the whole input (Input.Value, and an
+// evaluation whose reads are unknown) has every part reads can name.
+func TestEveryPartIsEveryPart(t *testing.T) {
+	v := reflect.ValueOf(everyPart())
+	for i := range v.NumField() {
+		if !v.Field(i).Bool() {
+			t.Errorf("everyPart leaves out %s", v.Type().Field(i).Name)
+		}
+	}
 }
