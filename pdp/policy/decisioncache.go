@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/maypok86/otter/v2"
 	"github.com/maypok86/otter/v2/stats"
@@ -207,7 +208,10 @@ func (c *decisionCache) lookup(in Input) (d decision.Decision, hit bool, key str
 	if !ok {
 		return decision.Decision{}, false, ""
 	}
-	if d, hit = c.cache.GetIfPresent(string(b)); hit {
+	// The lookup borrows the buffer's bytes as its key: the cache only
+	// hashes and compares a key it is asked for, and b is not changed
+	// before GetIfPresent returns. The key stored on a miss is a copy.
+	if d, hit = c.cache.GetIfPresent(unsafe.String(unsafe.SliceData(b), len(b))); hit {
 		c.stats.RecordHits(1)
 		return d, true, ""
 	}

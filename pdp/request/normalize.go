@@ -415,7 +415,10 @@ func normalizeHeaders(h map[string][]string) (map[string][]string, error) {
 			// CR, LF and NUL can never be part of a header value on the
 			// wire; in a value handed over as JSON they could only be an
 			// attempt to smuggle a header line past the policy.
-			if strings.ContainsAny(v, "\r\n\x00") {
+			// Three IndexByte scans (vectorized) rather than one
+			// ContainsAny, which goes byte by byte: a value may be a
+			// token of a kilobyte or more.
+			if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, 0) >= 0 {
 				return nil, invalid("CR, LF or NUL in a header value")
 			}
 		}

@@ -267,6 +267,8 @@ func TestNormalizeHeaders(t *testing.T) {
 		{name: "colon in name", headers: map[string][]string{"X-A:b": {"x"}}, err: "invalid header name"},
 		{name: "CRLF in value", headers: map[string][]string{"X-A": {"ok", "x\r\nX-User-Id: admin"}}, err: "CR, LF or NUL"},
 		{name: "NUL in value", headers: map[string][]string{"X-A": {"x\x00y"}}, err: "CR, LF or NUL"},
+		{name: "lone CR in value", headers: map[string][]string{"X-A": {"x\ry"}}, err: "CR, LF or NUL"},
+		{name: "lone LF at the end of a long value", headers: map[string][]string{"X-A": {strings.Repeat("t", 2048) + "\n"}}, err: "CR, LF or NUL"},
 		{name: "tab and obs-text in value kept", headers: map[string][]string{"X-A": {"a\tb\xff"}}, want: map[string][]string{"x-a": {"a\tb\xff"}}},
 	}
 	for _, tt := range tests {
