@@ -203,6 +203,7 @@ type runResult struct {
 	elapsed   time.Duration
 	latencies []time.Duration
 	cpu       float64 // seconds, the target's processes
+	clientCPU float64 // seconds, the harness's own process (the clients), on the same cores
 	wrong     int
 	failed    int
 	firstErr  string
@@ -214,6 +215,7 @@ func (r *runResult) add(o *runResult) {
 	r.elapsed += o.elapsed
 	r.latencies = append(r.latencies, o.latencies...)
 	r.cpu += o.cpu
+	r.clientCPU += o.clientCPU
 	r.wrong += o.wrong
 	r.failed += o.failed
 	if r.firstErr == "" {
@@ -263,6 +265,10 @@ func runTarget(ctx context.Context, m *mixer, t *target, n int, d time.Duration)
 	if err != nil {
 		return nil, err
 	}
+	client0, err := cpuSeconds(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	workers := make([]runResult, n)
 	var wg sync.WaitGroup
 	begin := time.Now()
@@ -304,7 +310,11 @@ func runTarget(ctx context.Context, m *mixer, t *target, n int, d time.Duration)
 	if err != nil {
 		return nil, err
 	}
-	total.cpu = cpu1 - cpu0
+	client1, err := cpuSeconds(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	total.cpu, total.clientCPU = cpu1-cpu0, client1-client0
 	for i := range workers {
 		w := &workers[i]
 		total.decisions += w.decisions

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +63,19 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{"| ceiling | 4 |", "| opa | 8 |", "| tollgate | 4 |", "| tollgate | 8 |"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the table has no row %q:\n%s", want, out.String())
+		}
+	}
+	// Each server's row has its own CPU and its clients' CPU per 1,000
+	// decisions, both measured.
+	for line := range strings.Lines(out.String()) {
+		cells := strings.Split(strings.TrimSpace(line), "|")
+		if len(cells) < 10 || !slices.Contains([]string{" ceiling ", " opa ", " tollgate "}, cells[1]) {
+			continue
+		}
+		for _, c := range []int{7, 8} { // CPU s / 1k decisions, harness CPU s / 1k
+			if v, err := strconv.ParseFloat(strings.TrimSpace(cells[c]), 64); err != nil || v <= 0 {
+				t.Errorf("row %q: column %d is %q, want a positive number of seconds", strings.TrimSpace(line), c, cells[c])
+			}
 		}
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "BENCHMARKS.md"))

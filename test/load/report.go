@@ -40,6 +40,7 @@ type row struct {
 	rate           float64 // median of the rounds' decisions/s
 	p50, p99, p999 time.Duration
 	cpuPer1k       float64 // CPU seconds per 1,000 decisions
+	clientPer1k    float64 // the harness's CPU seconds per 1,000 decisions
 	rss            int64
 	wrong, failed  int
 	firstErr       string
@@ -57,6 +58,7 @@ func (rep *report) row(t *target, n int) row {
 	}
 	if r.decisions > 0 {
 		out.cpuPer1k = r.cpu / float64(r.decisions) * 1000
+		out.clientPer1k = r.clientCPU / float64(r.decisions) * 1000
 	}
 	return out
 }
@@ -102,6 +104,7 @@ func (rep *report) table(w io.Writer) {
 	fmt.Fprintf(w, ". %d users; mix %s (%s); own x-request-id per request: %t; "+
 		"%d rounds of %s per server and concurrency, order rotated, after a %s warm-up. "+
 		"decisions/s: median of the rounds; latencies: all rounds pooled, from the client; CPU: the server's processes, from /proc; "+
+		"harness CPU: the clients' own process, from /proc, which shares the cores with the servers; "+
 		"RSS: their peak (VmHWM) over the whole run, summed; through NGINX, the processes are NGINX's, the upstream's and, with auth_request, Tollgate's.\n\n",
 		o.users, o.shares, strings.Join(kindNames(), "/"), o.requestIDs, o.rounds, o.duration, o.warmup)
 	if o.decisionTimeout > 0 {
@@ -112,8 +115,8 @@ func (rep *report) table(w io.Writer) {
 	}
 
 	pdp := rep.rows("pdp")
-	fmt.Fprintln(w, "| server | clients | decisions/s | p50 | p99 | p99.9 | CPU s / 1k decisions | peak RSS | decisions/s vs OPA | p99 vs OPA | decisions/s vs ceiling |")
-	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| server | clients | decisions/s | p50 | p99 | p99.9 | CPU s / 1k decisions | harness CPU s / 1k | peak RSS | decisions/s vs OPA | p99 vs OPA | decisions/s vs ceiling |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	for _, r := range pdp {
 		opa, ceil := find(pdp, "opa", r.concurrency), find(pdp, "ceiling", r.concurrency)
 		vsOPA, p99OPA, vsCeil := "", "", ""
@@ -123,8 +126,8 @@ func (rep *report) table(w io.Writer) {
 		if ceil != nil {
 			vsCeil = ratio(r.rate, ceil.rate)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %.3f | %s | %s | %s | %s |\n", r.t.name, r.concurrency, thousands(r.rate),
-			ms(r.p50), ms(r.p99), ms(r.p999), r.cpuPer1k, mib(r.rss), vsOPA, p99OPA, vsCeil)
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %.3f | %.3f | %s | %s | %s | %s |\n", r.t.name, r.concurrency, thousands(r.rate),
+			ms(r.p50), ms(r.p99), ms(r.p999), r.cpuPer1k, r.clientPer1k, mib(r.rss), vsOPA, p99OPA, vsCeil)
 	}
 	if ngx := rep.rows("nginx"); len(ngx) > 0 {
 		fmt.Fprintln(w)
