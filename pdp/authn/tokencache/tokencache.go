@@ -39,7 +39,7 @@ import (
 
 // Defaults for Config's zero values: with them the cache holds at most
 // 100,000 tokens and 256 MiB of (estimated) identity data, whichever comes
-// first; an access token of ten claims weighs about 4 KiB, so the bytes
+// first; an access token of nine claims weighs about 4 KiB, so the bytes
 // bound is reached at about 68,000 such tokens. Size MaxBytes
 // (limits.token_cache_bytes) for the number of live tokens you expect.
 const (
@@ -208,8 +208,8 @@ func (a *Authenticator) Stats() (hits, misses uint64, entries int) {
 func (a *Authenticator) Len() int { return a.cache.EstimatedSize() }
 
 // weight estimates the bytes an identity holds: its strings, its scopes and
-// roles, and its claims (twice when the verifier also keeps them as an AST
-// value for the policy), with a fixed overhead per value.
+// roles, and its claims (1.75 times when the verifier also keeps them as an
+// AST value for the policy), with a fixed overhead per value.
 func weight(id *authn.Identity) uint64 {
 	// Calibrated against the heap (TestWeightFollowsTheHeap: identities the
 	// verifier built from real tokens, 1.0–1.1× the heap they take): an
