@@ -27,6 +27,10 @@ type target struct {
 	// any other error is a failed request.
 	do   func(ctx context.Context, client *http.Client, c *call, buf *bytes.Buffer) error
 	pids func() []int
+	// cacheCounts, when set, reads the server's decision-cache hits and
+	// misses so far (Tollgate's metrics), to report how many decisions of
+	// a run the policy evaluated.
+	cacheCounts func(ctx context.Context, client *http.Client) (hits, misses float64, err error)
 }
 
 // wrongAnswer is an answer other than the mix expects.
@@ -111,6 +115,9 @@ func tollgateTarget(url string, pid int) *target {
 			return d.check(c)
 		},
 		pids: func() []int { return []int{pid} },
+		cacheCounts: func(ctx context.Context, client *http.Client) (float64, float64, error) {
+			return decisionCacheCounts(ctx, client, url)
+		},
 	}
 }
 
@@ -204,10 +211,15 @@ type runResult struct {
 	latencies []time.Duration
 	cpu       float64 // seconds, the target's processes
 	clientCPU float64 // seconds, the harness's own process (the clients), on the same cores
-	wrong     int
-	failed    int
-	firstErr  string
-	rates     []float64 // decisions/s of each round
+	// cacheHits and cacheMisses are the decisions the server's decision
+	// cache answered and the policy evaluated (cacheCounted: the target
+	// reports them).
+	cacheHits, cacheMisses float64
+	cacheCounted           bool
+	wrong                  int
+	failed                 int
+	firstErr               string
+	rates                  []float64 // decisions/s of each round
 }
 
 func (r *runResult) add(o *runResult) {
@@ -216,6 +228,9 @@ func (r *runResult) add(o *runResult) {
 	r.latencies = append(r.latencies, o.latencies...)
 	r.cpu += o.cpu
 	r.clientCPU += o.clientCPU
+	r.cacheHits += o.cacheHits
+	r.cacheMisses += o.cacheMisses
+	r.cacheCounted = r.cacheCounted || o.cacheCounted
 	r.wrong += o.wrong
 	r.failed += o.failed
 	if r.firstErr == "" {
@@ -269,6 +284,12 @@ func runTarget(ctx context.Context, m *mixer, t *target, n int, d time.Duration)
 	if err != nil {
 		return nil, err
 	}
+	var hits0, misses0 float64
+	if t.cacheCounts != nil {
+		if hits0, misses0, err = t.cacheCounts(ctx, client); err != nil {
+			return nil, err
+		}
+	}
 	workers := make([]runResult, n)
 	var wg sync.WaitGroup
 	begin := time.Now()
@@ -315,6 +336,13 @@ func runTarget(ctx context.Context, m *mixer, t *target, n int, d time.Duration)
 		return nil, err
 	}
 	total.cpu, total.clientCPU = cpu1-cpu0, client1-client0
+	if t.cacheCounts != nil {
+		hits1, misses1, err := t.cacheCounts(ctx, client)
+		if err != nil {
+			return nil, err
+		}
+		total.cacheHits, total.cacheMisses, total.cacheCounted = hits1-hits0, misses1-misses0, true
+	}
 	for i := range workers {
 		w := &workers[i]
 		total.decisions += w.decisions
@@ -340,10 +368,9 @@ type key struct {
 	concurrency int
 }
 
-// measure warms every target up, then runs the rounds: in each round, for
-// each concurrency, every target once, the order rotated from round to
-// round so that no server always runs first or last.
-// measure runs the warm-up, calls measured, then runs the rounds.
+// measure warms every target up, calls measured, then runs the rounds: in
+// each round, for each concurrency, every target once, the order rotated
+// from round to round so that no server always runs first or last.
 func measure(ctx context.Context, m *mixer, targets []*target, o options, alive func() error, measured func()) (map[key]*runResult, error) {
 	if o.warmup > 0 {
 		for _, n := range o.concurrency {

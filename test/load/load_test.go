@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,6 +77,20 @@ func TestSmoke(t *testing.T) {
 			if v, err := strconv.ParseFloat(strings.TrimSpace(cells[c]), 64); err != nil || v <= 0 {
 				t.Errorf("row %q: column %d is %q, want a positive number of seconds", strings.TrimSpace(line), c, cells[c])
 			}
+		}
+	}
+	// Tollgate's decision cache is read from its metrics around each run:
+	// what it answered and what the policy evaluated add up to the
+	// decisions the harness counted, some of them evaluated.
+	cacheLine := regexp.MustCompile(`tollgate, (\d+) clients: of ([\d,]+) decisions, the decision cache answered ([\d,]+) \([\d.]+%\) and the policy evaluated ([\d,]+) `)
+	lines := cacheLine.FindAllStringSubmatch(out.String(), -1)
+	if len(lines) != 2 {
+		t.Errorf("the report has %d lines on Tollgate's decision cache, want one per concurrency:\n%s", len(lines), out.String())
+	}
+	for _, l := range lines {
+		num := func(s string) int { n, _ := strconv.Atoi(strings.ReplaceAll(s, ",", "")); return n }
+		if decisions, hits, misses := num(l[2]), num(l[3]), num(l[4]); hits+misses != decisions || misses == 0 || decisions == 0 {
+			t.Errorf("%s clients: %d answered + %d evaluated, want the %d decisions, some evaluated", l[1], hits, misses, decisions)
 		}
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "BENCHMARKS.md"))

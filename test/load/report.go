@@ -129,6 +129,7 @@ func (rep *report) table(w io.Writer) {
 		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %.3f | %.3f | %s | %s | %s | %s |\n", r.t.name, r.concurrency, thousands(r.rate),
 			ms(r.p50), ms(r.p99), ms(r.p999), r.cpuPer1k, r.clientPer1k, mib(r.rss), vsOPA, p99OPA, vsCeil)
 	}
+	rep.cacheShares(w, pdp)
 	if ngx := rep.rows("nginx"); len(ngx) > 0 {
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "| through NGINX | clients | requests/s | p50 | p99 | p99.9 | CPU s / 1k requests | peak RSS | requests/s vs NGINX alone | p50 vs NGINX alone | p99 vs NGINX alone |")
@@ -150,6 +151,21 @@ func (rep *report) table(w io.Writer) {
 				fmt.Fprintf(w, "\n**%s, %d clients: %d wrong answers, %d failed requests**; the first: %s\n", r.t.name, r.concurrency, r.wrong, r.failed, r.firstErr)
 			}
 		}
+	}
+}
+
+// cacheShares says, for each server that reports its decision cache, how
+// many of its decisions the cache answered and how many the policy
+// evaluated over the measured rounds.
+func (rep *report) cacheShares(w io.Writer, rows []row) {
+	for _, r := range rows {
+		res := rep.results[key{r.t.name, r.concurrency}]
+		if !res.cacheCounted || res.cacheHits+res.cacheMisses == 0 {
+			continue
+		}
+		total := res.cacheHits + res.cacheMisses
+		fmt.Fprintf(w, "\n%s, %d clients: of %s decisions, the decision cache answered %s (%.1f%%) and the policy evaluated %s (%.1f%%) (`tollgate_cache_requests_total{cache=\"decision\"}` over the measured rounds).\n",
+			r.t.name, r.concurrency, thousands(float64(res.decisions)), thousands(res.cacheHits), 100*res.cacheHits/total, thousands(res.cacheMisses), 100*res.cacheMisses/total)
 	}
 }
 
