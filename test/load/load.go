@@ -276,6 +276,15 @@ func runTarget(ctx context.Context, m *mixer, t *target, n int, d time.Duration)
 	m.runs++
 	client := newClient(n)
 	defer client.CloseIdleConnections()
+	// The server's decision-cache counts are read outside the CPU
+	// measurement: rendering its metrics is not a decision.
+	var hits0, misses0 float64
+	if t.cacheCounts != nil {
+		var err error
+		if hits0, misses0, err = t.cacheCounts(ctx, client); err != nil {
+			return nil, err
+		}
+	}
 	cpu0, err := sumCPU(t.pids())
 	if err != nil {
 		return nil, err
@@ -283,12 +292,6 @@ func runTarget(ctx context.Context, m *mixer, t *target, n int, d time.Duration)
 	client0, err := cpuSeconds(os.Getpid())
 	if err != nil {
 		return nil, err
-	}
-	var hits0, misses0 float64
-	if t.cacheCounts != nil {
-		if hits0, misses0, err = t.cacheCounts(ctx, client); err != nil {
-			return nil, err
-		}
 	}
 	workers := make([]runResult, n)
 	var wg sync.WaitGroup
