@@ -18,11 +18,11 @@ func TestConfigRuntime(t *testing.T) {
 		ratio   float64
 		wantErr string
 	}{
-		{yaml: "", gogc: 200, ratio: 0.9},
+		{yaml: "", gogc: 400, ratio: 0.9},
 		{yaml: "runtime: {gogc: 100}\n", gogc: 100, ratio: 0.9},
 		{yaml: "runtime: {gogc: 800, gomemlimit_ratio: 0.5}\n", gogc: 800, ratio: 0.5},
-		{yaml: "runtime: {gomemlimit_ratio: -1}\n", gogc: 200, ratio: -1},
-		{yaml: "runtime: {gomemlimit_ratio: 1}\n", gogc: 200, ratio: 1},
+		{yaml: "runtime: {gomemlimit_ratio: -1}\n", gogc: 400, ratio: -1},
+		{yaml: "runtime: {gomemlimit_ratio: 1}\n", gogc: 400, ratio: 1},
 		{yaml: "runtime: {gogc: 5}\n", wantErr: "runtime.gogc 5"},
 		{yaml: "runtime: {gogc: -1}\n", wantErr: "cannot be turned off"},
 		{yaml: "runtime: {gogc: 20000}\n", wantErr: "runtime.gogc 20000"},
