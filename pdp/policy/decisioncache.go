@@ -43,8 +43,15 @@ const (
 // It is bounded by entries and bytes, like the token cache.
 type decisionCache struct {
 	reads reads
-	cache *otter.Cache[string, decision.Decision]
-	bufs  sync.Pool
+	// routes, byRoute and unmatched narrow the key by route when the
+	// policy reads input.route (see routeReads): the reads of each route's
+	// shape, and of a request no route matches. byRoute is nil when the
+	// whole-policy reads decide every key.
+	routes    *routeTable
+	byRoute   []*routeReads
+	unmatched *routeReads
+	cache     *otter.Cache[string, decision.Decision]
+	bufs      sync.Pool
 	// stats counts hits and misses (decisions evaluated and stored); it is
 	// the engine's, shared by every revision's cache.
 	stats *stats.Counter
@@ -203,7 +210,7 @@ func decisionWeight(k string, d decision.Decision) uint64 {
 func (c *decisionCache) lookup(in Input) (d decision.Decision, hit bool, key string) {
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
-	b, ok := c.reads.key((*bp)[:0], in)
+	b, ok := c.key((*bp)[:0], in)
 	*bp = b
 	if !ok {
 		return decision.Decision{}, false, ""
@@ -223,6 +230,36 @@ func (c *decisionCache) store(key string, d decision.Decision) {
 		c.stats.RecordMisses(1)
 		c.cache.Set(key, d)
 	}
+}
+
+// key appends the cache key of in to b: by route when the cache has the
+// reads of each route, else by the whole policy's reads.
+func (c *decisionCache) key(b []byte, in Input) (_ []byte, ok bool) {
+	req := in.Request
+	if c.byRoute == nil || req == nil {
+		return c.reads.key(b, in)
+	}
+	// The same match Evaluate's input.route is built from.
+	m, matched := c.routes.table.Match(req.Method, req.Segments)
+	if !matched {
+		return c.unmatched.key(append(b, 'U'), in)
+	}
+	rr := c.byRoute[m.Route]
+	b = append(b, 'R')
+	b = binary.AppendUvarint(b, uint64(m.Route))
+	if rr.template {
+		b = append(b, 'T')
+		b = binary.AppendUvarint(b, uint64(m.Path))
+	}
+	if rr.params {
+		b = append(b, 'P')
+		b = binary.AppendUvarint(b, uint64(len(m.Params)))
+		for _, p := range m.Params {
+			b = field(b, 'N', p.Name)
+			b = field(b, 'V', req.Segments[p.Segment])
+		}
+	}
+	return rr.reads.key(b, in)
 }
 
 // key appends the cache key of in to b. ok is false when in cannot be

@@ -201,8 +201,8 @@ func FuzzDecisionCache(f *testing.F) {
 			id.Claims = map[string]any{"customer_number": customer, "scope": scope}
 			id.Scopes = strings.Split(scope, " ")
 			id.ContentKey = ""
-			if withKey {
-				id.ContentKey = fmt.Sprintf("jwt:%q:%q", customer, scope)
+			if withKey { // equal keys, equal identities: every field is in it
+				id.ContentKey = fmt.Sprintf("jwt:%q:%q:%q:%q:%q:%q", id.Kind, id.Subject, id.Issuer, customer, scope, id.Roles)
 			}
 			in.Identity = &id
 		}

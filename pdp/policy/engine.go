@@ -311,6 +311,9 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 				slog.String("revision", b.Manifest.Revision), slog.String("why", why))
 		} else if p.cache, err = newDecisionCache(reads, e.opts.DecisionCacheEntries, e.opts.DecisionCacheBytes, e.cacheStats); err != nil {
 			return nil, err
+		} else if routes != nil && reads.route {
+			p.cache.byRoute, p.cache.unmatched = refineByRoute(compiler, query, routes)
+			p.cache.routes = routes
 		}
 	}
 	return p, nil

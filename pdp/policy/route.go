@@ -38,6 +38,7 @@ type routeTable struct {
 	fixed     [][][2]*ast.Term // per route: matched, index and the copied fields
 	templates [][]*ast.Term    // per route and path: the template string
 	names     [][][]*ast.Term  // per route, path and parameter: its name
+	shapes    []routeShape     // per route: the fields its input.route has
 }
 
 // RouteTable reads the route table in a bundle's data
@@ -94,8 +95,10 @@ func compileRoutes(data map[string]any) (*routeTable, error) {
 		fixed:     make([][][2]*ast.Term, len(defs)),
 		templates: make([][]*ast.Term, len(defs)),
 		names:     make([][][]*ast.Term, len(defs)),
+		shapes:    make([]routeShape, len(defs)),
 	}
 	for i, obj := range defs {
+		rt.shapes[i] = shapeOf(obj)
 		fixed := [][2]*ast.Term{
 			ast.Item(keyMatched, ast.BooleanTerm(true)),
 			ast.Item(keyIndex, ast.IntNumberTerm(i)),
