@@ -148,6 +148,39 @@ decision := {"allow": true, "status": 200, "reasons": [], "headers": {"n": json.
 		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
 	},
 	{
+		name: "a function with a default, given a missing field",
+		body: `route := input.route
+default f(_) := "d"
+f(x) := x
+decision := {"allow": true, "status": 200, "reasons": [], "headers": {"y": y, "p": json.marshal(route.params)}} if {
+	y := f(route.owner)
+} else := {"allow": false, "status": 403, "reasons": [], "headers": {}}`,
+		want: map[string]string{"a": "", "b": "p", "c": "", "unmatched": ""},
+	},
+	{
+		name: "every over the parameters, and an alias in an inner comprehension",
+		body: `route := input.route
+default ok := false
+ok if {
+	r := route
+	every _, v in r.params { v != "2" }
+}
+decision := {"allow": ok, "status": 200, "reasons": [], "headers": {"v": concat(",", vs)}} if {
+	r := route
+	vs := [v | some k; v := r.params[k]]
+} else := {"allow": false, "status": 403, "reasons": [], "headers": {}}`,
+		want: map[string]string{"a": "p", "b": "p", "c": "p", "unmatched": "p"},
+	},
+	{
+		name: "a pattern in a function's head",
+		body: `route := input.route
+f({"params": p}) := json.marshal(p)
+decision := {"allow": true, "status": 200, "reasons": [], "headers": {"p": f(route)}} if route.id
+else := {"allow": false, "status": 403, "reasons": [], "headers": {}}`,
+		// Unmatched, route.id is missing: f is never called.
+		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": ""},
+	},
+	{
 		name: "with gives up",
 		body: `route := input.route
 g := x if {
