@@ -312,8 +312,13 @@ func (e *Engine) compile(ctx context.Context, b *bundle.Bundle) (*program, error
 		} else if p.cache, err = newDecisionCache(reads, e.opts.DecisionCacheEntries, e.opts.DecisionCacheBytes, e.cacheStats); err != nil {
 			return nil, err
 		} else if routes != nil && reads.route {
-			p.cache.byRoute, p.cache.unmatched = refineByRoute(compiler, query, routes)
+			var why string
+			p.cache.byRoute, p.cache.unmatched, why = refineByRoute(compiler, query, routes)
 			p.cache.routes = routes
+			if why != "" {
+				e.log.LogAttrs(ctx, slog.LevelInfo, "decision cache keyed by the whole policy, not by route, for this revision",
+					slog.String("revision", b.Manifest.Revision), slog.String("why", "the route analysis does not model "+why))
+			}
 		}
 	}
 	return p, nil

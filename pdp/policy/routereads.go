@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 
@@ -81,55 +82,62 @@ func (s routeShape) has(field string) bool {
 }
 
 // analyzeRouteReads finds what the policy compiled by c reads when query
-// is evaluated with an input.route of shape. ok is false when it cannot
-// say (then the whole-policy analysis stands).
-func analyzeRouteReads(c *ast.Compiler, query ast.Body, shape routeShape) (rr routeReads, ok bool) {
+// is evaluated with an input.route of shape. why is not empty when it
+// cannot say (then the whole-policy analysis stands), and says why.
+func analyzeRouteReads(c *ast.Compiler, query ast.Body, shape routeShape) (rr routeReads, why string) {
 	a := &routeAnalyzer{c: c, shape: shape, sets: map[string]bool{}, active: map[string]bool{}}
 	a.body(query, map[ast.Var]bool{})
-	if a.failed {
-		return routeReads{}, false
+	if a.why != "" {
+		return routeReads{}, a.why
 	}
 	a.out.route = false
-	return a.out, true
+	return a.out, ""
 }
 
 // refineByRoute analyzes each shape of input.route the table has, and the
-// unmatched one. It returns nil when any cannot be analyzed.
-func refineByRoute(c *ast.Compiler, query ast.Body, rt *routeTable) (byRoute []*routeReads, unmatched *routeReads) {
+// unmatched one. It returns nil and why when any cannot be analyzed.
+func refineByRoute(c *ast.Compiler, query ast.Body, rt *routeTable) (byRoute []*routeReads, unmatched *routeReads, why string) {
 	shapes := map[routeShape]*routeReads{}
 	analyze := func(s routeShape) *routeReads {
 		if rr, done := shapes[s]; done {
 			return rr
 		}
-		var rr *routeReads
-		if r, ok := analyzeRouteReads(c, query, s); ok {
-			rr = &r
+		r, w := analyzeRouteReads(c, query, s)
+		if w != "" {
+			why = w
+			return nil
 		}
-		shapes[s] = rr
-		return rr
+		shapes[s] = &r
+		return &r
 	}
 	if unmatched = analyze(0); unmatched == nil {
-		return nil, nil
+		return nil, nil, why
 	}
 	byRoute = make([]*routeReads, len(rt.shapes))
 	for i, s := range rt.shapes {
 		if byRoute[i] = analyze(s); byRoute[i] == nil {
-			return nil, nil
+			return nil, nil, why
 		}
 	}
-	return byRoute, unmatched
+	return byRoute, unmatched, ""
 }
 
 type routeAnalyzer struct {
 	c     *ast.Compiler
 	shape routeShape
 	out   routeReads
-	// failed is set by anything the analysis does not model.
-	failed bool
+	// why says what the analysis does not model, once it met it.
+	why string
 	// sets remembers each rule set analyzed (by path and which of its
 	// arguments are aliases) and whether it is an alias of input.route.
 	sets   map[string]bool
 	active map[string]bool
+}
+
+func (a *routeAnalyzer) fail(why string) {
+	if a.why == "" {
+		a.why = why
+	}
 }
 
 func (a *routeAnalyzer) whole() { a.out.template, a.out.params = true, true }
@@ -139,7 +147,7 @@ func (a *routeAnalyzer) whole() { a.out.template, a.out.params = true, true }
 func (a *routeAnalyzer) body(b ast.Body, env map[ast.Var]bool) (live bool) {
 	for _, e := range b {
 		a.expr(e, env) // first: it analyzes the rules e refers to
-		if a.failed || a.dead(e, env) {
+		if a.why != "" || a.dead(e, env) {
 			return false
 		}
 	}
@@ -219,7 +227,7 @@ func (a *routeAnalyzer) routeField(ref ast.Ref, env map[ast.Var]bool) (string, b
 // expr walks one expression.
 func (a *routeAnalyzer) expr(e *ast.Expr, env map[ast.Var]bool) {
 	if len(e.With) > 0 {
-		a.failed = true // the analysis does not model replaced values
+		a.fail("a with modifier") // the analysis does not model replaced values
 		return
 	}
 	switch ts := e.Terms.(type) {
@@ -241,7 +249,7 @@ func (a *routeAnalyzer) expr(e *ast.Expr, env map[ast.Var]bool) {
 		a.term(ts.Value, inner)
 		a.body(ts.Body, inner)
 	default:
-		a.failed = true
+		a.fail(fmt.Sprintf("an expression of type %T", e.Terms))
 	}
 }
 
@@ -251,7 +259,7 @@ func (a *routeAnalyzer) expr(e *ast.Expr, env map[ast.Var]bool) {
 func (a *routeAnalyzer) call(ts []*ast.Term, env map[ast.Var]bool) {
 	op, ok := ts[0].Value.(ast.Ref)
 	if !ok {
-		a.failed = true
+		a.fail("a call of " + ts[0].String())
 		return
 	}
 	args := ts[1:]
@@ -319,7 +327,7 @@ func seen(env map[ast.Var]bool, v ast.Var) bool {
 // term walks t as a value: every read it makes is recorded, and an alias
 // used as a value reads input.route whole.
 func (a *routeAnalyzer) term(t *ast.Term, env map[ast.Var]bool) {
-	if t == nil || a.failed {
+	if t == nil || a.why != "" {
 		return
 	}
 	switch v := t.Value.(type) {
@@ -370,7 +378,7 @@ func (a *routeAnalyzer) ref(ref ast.Ref, env map[ast.Var]bool) {
 				break
 			}
 			if !a.out.add(ref) {
-				a.failed = true
+				a.fail("the reference " + ref.String())
 			}
 			return
 		case env[head]:
@@ -378,7 +386,7 @@ func (a *routeAnalyzer) ref(ref ast.Ref, env map[ast.Var]bool) {
 		case head == ast.DefaultRootDocument.Value:
 			path, rest, ok := a.ruleSetOf(ref)
 			if !ok {
-				a.failed = true
+				a.fail("the reference " + ref.String())
 				return
 			}
 			if path == nil {
@@ -442,7 +450,7 @@ func (a *routeAnalyzer) ruleSetOf(ref ast.Ref) (path, rest ast.Ref, ok bool) {
 			a.whole() // the alias is part of a document read whole
 		}
 	}
-	return nil, nil, !a.failed
+	return nil, nil, a.why == ""
 }
 
 func setKey(path ast.Ref, aliases []bool) string {
@@ -466,7 +474,7 @@ func (a *routeAnalyzer) ruleSet(path ast.Ref, rules []*ast.Rule, aliases []bool)
 		return is
 	}
 	if a.active[key] || len(rules) == 0 {
-		a.failed = true // recursion, which Rego forbids, or nothing to analyze
+		a.fail("the rules of " + path.String()) // recursion, which Rego forbids, or none
 		return false
 	}
 	a.active[key] = true
@@ -490,7 +498,7 @@ func (a *routeAnalyzer) ruleSet(path ast.Ref, rules []*ast.Rule, aliases []bool)
 				a.term(arg, env)
 			}
 			live := a.body(def.Body, env)
-			if a.failed {
+			if a.why != "" {
 				return false
 			}
 			if !live {

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -199,7 +200,9 @@ const routeTestLib = "package tollgate.lib\n\nroute := input.route\n"
 func TestRouteReads(t *testing.T) {
 	for _, tc := range routeTestPolicies {
 		t.Run(tc.name, func(t *testing.T) {
-			e := activeEngine(t, Options{}, testBundle("r1", routeTestData(), "package tollgate.authz\n\n"+tc.body, routeTestLib))
+			var log strings.Builder
+			e := activeEngine(t, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))},
+				testBundle("r1", routeTestData(), "package tollgate.authz\n\n"+tc.body, routeTestLib))
 			c := e.active.Load().cache
 			if c == nil {
 				t.Fatal("no decision cache")
@@ -208,7 +211,13 @@ func TestRouteReads(t *testing.T) {
 				if c.byRoute != nil {
 					t.Fatalf("the analysis did not give up: %+v", c.byRoute)
 				}
+				if !strings.Contains(log.String(), "not by route") || !strings.Contains(log.String(), "does not model a with modifier") {
+					t.Errorf("the log does not say why the key is not by route:\n%s", log.String())
+				}
 				return
+			}
+			if strings.Contains(log.String(), "not by route") {
+				t.Errorf("the log says the key is not by route:\n%s", log.String())
 			}
 			if c.byRoute == nil {
 				t.Fatal("the analysis gave up")
