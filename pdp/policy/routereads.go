@@ -90,7 +90,6 @@ func analyzeRouteReads(c *ast.Compiler, query ast.Body, shape routeShape) (rr ro
 	if a.why != "" {
 		return routeReads{}, a.why
 	}
-	a.out.route = false
 	return a.out, ""
 }
 
@@ -197,31 +196,39 @@ func (a *routeAnalyzer) dead(e *ast.Expr, env map[ast.Var]bool) bool {
 // routeField returns the constant field of input.route that ref selects,
 // directly or through an alias.
 func (a *routeAnalyzer) routeField(ref ast.Ref, env map[ast.Var]bool) (string, bool) {
-	var suffix ast.Ref
-	switch head := ref[0].Value.(type) {
-	case ast.Var:
-		switch {
-		case head == ast.InputRootDocument.Value && len(ref) >= 2 && ref[1].Value.Compare(ast.String("route")) == 0:
-			suffix = ref[2:]
-		case env[head]:
-			suffix = ref[1:]
-		case head == ast.DefaultRootDocument.Value:
-			path, rest, ok := a.ruleSetOf(ref)
-			if !ok || !a.sets[setKey(path, nil)] {
-				return "", false
-			}
-			suffix = rest
-		default:
-			return "", false
-		}
-	default:
-		return "", false
-	}
-	if len(suffix) == 0 {
+	suffix, isRoute := a.routeSuffix(ref, env)
+	if !isRoute || len(suffix) == 0 {
 		return "", false
 	}
 	s, ok := suffix[0].Value.(ast.String)
 	return string(s), ok
+}
+
+// routeSuffix reports whether ref reads input.route, directly or through
+// an alias, and what it selects under it. It analyzes the rules a
+// reference to data reads.
+func (a *routeAnalyzer) routeSuffix(ref ast.Ref, env map[ast.Var]bool) (suffix ast.Ref, isRoute bool) {
+	head, ok := ref[0].Value.(ast.Var)
+	switch {
+	case !ok:
+		return nil, false
+	case head == ast.InputRootDocument.Value:
+		if len(ref) >= 2 && ref[1].Value.Compare(ast.String("route")) == 0 {
+			return ref[2:], true
+		}
+	case env[head]:
+		return ref[1:], true
+	case head == ast.DefaultRootDocument.Value:
+		path, rest, ok := a.ruleSetOf(ref)
+		if !ok {
+			a.fail("the reference " + ref.String())
+			return nil, false
+		}
+		if path != nil && a.ruleSet(path, a.c.GetRulesExact(path), nil) {
+			return rest, true
+		}
+	}
+	return nil, false
 }
 
 // expr walks one expression.
@@ -368,42 +375,20 @@ func (a *routeAnalyzer) ref(ref ast.Ref, env map[ast.Var]bool) {
 	for _, k := range ref[1:] {
 		a.term(k, env) // keys are values too: input.identity.claims[route.owner]
 	}
-	var suffix ast.Ref
-	switch head := ref[0].Value.(type) {
-	case ast.Var:
-		switch {
-		case head == ast.InputRootDocument.Value:
-			if len(ref) >= 2 && ref[1].Value.Compare(ast.String("route")) == 0 {
-				suffix = ref[2:]
-				break
-			}
-			if !a.out.add(ref) {
-				a.fail("the reference " + ref.String())
-			}
-			return
-		case env[head]:
-			suffix = ref[1:]
-		case head == ast.DefaultRootDocument.Value:
-			path, rest, ok := a.ruleSetOf(ref)
-			if !ok {
-				a.fail("the reference " + ref.String())
-				return
-			}
-			if path == nil {
-				return // base data: fixed for the revision
-			}
-			if !a.ruleSet(path, a.c.GetRulesExact(path), nil) {
-				return
-			}
-			suffix = rest
-		default:
-			return // a local variable, or a built-in's name
-		}
-	default:
+	if _, isVar := ref[0].Value.(ast.Var); !isVar {
 		a.term(ref[0], env) // a call or a collection, indexed
 		return
 	}
-	if len(suffix) == 0 {
+	suffix, isRoute := a.routeSuffix(ref, env)
+	switch {
+	case !isRoute && ref[0].Value.Compare(ast.InputRootDocument.Value) == 0:
+		if !a.out.add(ref) {
+			a.fail("the reference " + ref.String())
+		}
+		return
+	case !isRoute:
+		return // base data, another rule, a local variable, a built-in's name
+	case len(suffix) == 0:
 		a.whole()
 		return
 	}
