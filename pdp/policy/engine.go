@@ -231,11 +231,31 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle) error {
 	if p.routes != nil {
 		attrs = append(attrs, slog.Int("routes", p.routes.table.Len()))
 	}
+	attrs = append(attrs, p.cacheAttrs()...)
 	if prev != nil {
 		attrs = append(attrs, slog.String("previous_revision", prev.revision))
 	}
 	e.log.LogAttrs(ctx, slog.LevelInfo, "policy activated", attrs...)
 	return nil
+}
+
+// cacheAttrs say how the decision cache is keyed: "off", by the whole
+// policy's reads, or by route (with how many routes key their path
+// parameters).
+func (p *program) cacheAttrs() []slog.Attr {
+	switch {
+	case p.cache == nil:
+		return []slog.Attr{slog.String("decision_cache_key", "off")}
+	case p.cache.byRoute == nil:
+		return []slog.Attr{slog.String("decision_cache_key", "policy")}
+	}
+	params := 0
+	for _, rr := range p.cache.byRoute {
+		if rr.params {
+			params++
+		}
+	}
+	return []slog.Attr{slog.String("decision_cache_key", "route"), slog.Int("routes_keyed_by_params", params)}
 }
 
 // compile builds the program for b without touching the active one, and

@@ -211,13 +211,14 @@ func TestRouteReads(t *testing.T) {
 				if c.byRoute != nil {
 					t.Fatalf("the analysis did not give up: %+v", c.byRoute)
 				}
-				if !strings.Contains(log.String(), "not by route") || !strings.Contains(log.String(), "does not model a with modifier") {
+				if !strings.Contains(log.String(), "not by route") || !strings.Contains(log.String(), "does not model a with modifier") ||
+					!strings.Contains(log.String(), "decision_cache_key=policy") {
 					t.Errorf("the log does not say why the key is not by route:\n%s", log.String())
 				}
 				return
 			}
-			if strings.Contains(log.String(), "not by route") {
-				t.Errorf("the log says the key is not by route:\n%s", log.String())
+			if strings.Contains(log.String(), "not by route") || !strings.Contains(log.String(), "decision_cache_key=route") {
+				t.Errorf("the activation log does not say the key is by route:\n%s", log.String())
 			}
 			if c.byRoute == nil {
 				t.Fatal("the analysis gave up")
