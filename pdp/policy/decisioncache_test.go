@@ -242,8 +242,8 @@ func describe(in Input) string {
 func randomInput(rng *rand.Rand) Input {
 	pick := func(s ...string) string { return s[rng.IntN(len(s))] }
 	method := pick("GET", "GET", "PUT", "PATCH", "DELETE", "POST")
-	target := pick("/public/docs", "/public", "/products", "/products/7", "/products/7/x",
-		"/customers/42", "/customers/42/orders", "/customers/43/orders", "/customers/7",
+	target := pick("/public/docs", "/public", "/products", "/products/7", "/products/8", "/products/7/x",
+		"/customers/42", "/customers/42/orders", "/customers/42/orders/9", "/customers/43/orders", "/customers/7",
 		"/admin/users", "/admin", "/other", "/")
 	target += pick("", "", "?page=2", "?api_key=abc", "?access_token=t")
 	req, err := request.Normalize(request.Raw{Method: method, Target: target, Headers: map[string][]string{"X-Request-Id": {fmt.Sprint(rng.Int())}}})
