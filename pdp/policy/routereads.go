@@ -307,17 +307,8 @@ func (a *routeAnalyzer) alias(t *ast.Term, env map[ast.Var]bool) bool {
 	case ast.Var:
 		return env[v]
 	case ast.Ref:
-		if len(v) == 2 && v.HasPrefix(inputRouteRef) {
-			return true
-		}
-		if v[0].Value.Compare(ast.DefaultRootDocument.Value) != 0 {
-			return false
-		}
-		path, rest, ok := a.ruleSetOf(v)
-		if !ok || path == nil || len(rest) > 0 {
-			return false
-		}
-		return a.ruleSet(path, a.c.GetRulesExact(path), nil)
+		suffix, isRoute := a.routeSuffix(v, env)
+		return isRoute && len(suffix) == 0
 	}
 	return false
 }
