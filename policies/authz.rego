@@ -103,7 +103,7 @@ _violations contains [8, 403, ["missing_role"]] if _lacks(route.roles, _roles)
 
 _violations contains [9, 403, ["not_owner"]] if {
 	route.owner
-	not _owns(route)
+	not route.caller_is_owner
 }
 
 # _needs is what the route's sensitivity requires of the caller (checks
@@ -170,7 +170,8 @@ _invalid_reasons := ["credential_invalid", err] if {
 #   input.route when Tollgate supplied it ({"matched": false} when no route
 #   matches), else matched_route. Its fields are those of the route in the
 #   table (id, methods, sensitivity, scopes, roles, owner, when present)
-#   and matched (true), index, template and params.
+#   and matched (true), index, template and params, and for a route with
+#   an owner, caller_is_owner (see _ownership).
 route := input.route if {
 	input.route.matched == true
 } else := matched_route if {
@@ -181,13 +182,41 @@ route := input.route if {
 # description: |
 #   The Rego reference of route matching: the route that matches the
 #   request, in the shape of input.route; undefined when none matches.
-matched_route := object.union(
+matched_route := object.union_n([
 	object.filter(data.tollgate.routes[i], {"id", "methods", "sensitivity", "scopes", "roles", "owner"}),
 	{"matched": true, "index": i, "template": template, "params": params},
-) if {
+	_ownership(data.tollgate.routes[i], params),
+]) if {
 	[i, template, tsegs] := _matches[0]
 	params := {_param_name(t): _segments[x] | some x, t in tsegs; startswith(t, "{")}
 }
+
+# _ownership is the caller_is_owner field of a route that has an owner:
+# whether the caller's claim named by the owner equals the path parameter
+# of that name. A string claim is compared as it is. A numeric claim (42,
+# 42.0) equals a parameter that is an integer in canonical form ("42",
+# "-7", not "042", "+42" or "4e1") of at most 15 digits, when they are the
+# same number. Tollgate computes the same field natively for input.route
+# (pdp/policy, callerIsOwner); the tests hold the two equal.
+_ownership(r, params) := {"caller_is_owner": _caller_is_owner(r.owner, params)} if "owner" in object.keys(r)
+
+else := {}
+
+_caller_is_owner(name, params) if {
+	v := input.identity.claims[name]
+	is_string(v)
+	v == params[name]
+}
+
+_caller_is_owner(name, params) if {
+	v := input.identity.claims[name]
+	is_number(v)
+	p := params[name]
+	regex.match(`^(0|-?[1-9][0-9]{0,14})$`, p)
+	v == to_number(p)
+}
+
+default _caller_is_owner(_, _) := false
 
 # _matches are [route index, template, template segments] for every
 # template that matches, in table order, the segments without a trailing
@@ -421,13 +450,8 @@ else := {s | some s in x; _non_empty_string(s)} if is_array(x)
 
 else := set()
 
-# The caller owns the route's resource when its owner claim equals the path
-# parameter the route names. The comparison is of strings, so a numeric
-# claim 42 equals the path segment "42". Non-integer numbers and other types
-# never match. (It is a rule of its own because "not f(x) == y" is
-# undefined, not true, when f(x) is.)
-_owns(r) if _claim_string(r.owner) == r.params[r.owner]
-
+# _claim_string is a claim as a header value: a string as it is, an
+# integer number in decimal.
 _claim_string(name) := v if {
 	v := input.identity.claims[name]
 	is_string(v)

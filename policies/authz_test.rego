@@ -632,7 +632,44 @@ test_matched_route if {
 		"matched": true, "index": 2, "id": "customers-read",
 		"template": "/customers/{customer_number}/**", "params": {"customer_number": "42"},
 		"methods": ["GET"], "sensitivity": "sensitive", "scopes": ["customers:read"], "owner": "customer_number",
+		"caller_is_owner": true,
 	}
+}
+
+test_matched_route_caller_is_owner[note] if {
+	some note, tc in {
+		"string claim": [{"customer_number": "42"}, "/customers/42", true],
+		"other string": [{"customer_number": "43"}, "/customers/42", false],
+		"integer claim": [{"customer_number": 42}, "/customers/42", true],
+		"integral float claim": [{"customer_number": 42.0}, "/customers/42", true],
+		"negative integer": [{"customer_number": -7}, "/customers/-7", true],
+		"zero": [{"customer_number": 0}, "/customers/0", true],
+		"fraction": [{"customer_number": 42.5}, "/customers/42", false],
+		"leading zero": [{"customer_number": 42}, "/customers/042", false],
+		"plus sign": [{"customer_number": 42}, "/customers/+42", false],
+		"exponent": [{"customer_number": 40}, "/customers/4e1", false],
+		"minus zero": [{"customer_number": 0}, "/customers/-0", false],
+		"15 digits": [{"customer_number": 123456789012345}, "/customers/123456789012345", true],
+		"16 digits": [{"customer_number": 1234567890123456}, "/customers/1234567890123456", false],
+		"16 digits as a string": [{"customer_number": "1234567890123456"}, "/customers/1234567890123456", true],
+		"string claim, numeric compare never": [{"customer_number": "42.0"}, "/customers/42", false],
+		"boolean": [{"customer_number": true}, "/customers/true", false],
+		"absent": [{}, "/customers/42", false],
+		"other claim": [{"email": "42"}, "/customers/42", false],
+	}
+	inp := _in("GET", tc[1], _bearer_header, _set(_alice(["customers:read"]), {"claims": tc[0]}))
+	m := authz.matched_route with input as inp
+	m.caller_is_owner == tc[2]
+}
+
+test_matched_route_caller_is_owner_without_identity if {
+	m := authz.matched_route with input as _anonymous("GET", "/customers/42")
+	m.caller_is_owner == false
+}
+
+test_matched_route_without_owner_has_no_caller_is_owner if {
+	m := authz.matched_route with input as _user("GET", "/products/42", [])
+	not "caller_is_owner" in object.keys(m)
 }
 
 test_matched_route_without_id if {
@@ -875,11 +912,26 @@ test_input_route_decides[note] if {
 	d.reasons == tc[2]
 }
 
-test_input_route_params_decide_ownership if {
+# input.route.caller_is_owner decides ownership, not the parameters: the
+# policy trusts Tollgate's comparison.
+test_input_route_caller_is_owner_decides_ownership[note] if {
+	some note, tc in {
+		"not the owner": [false, 403, ["not_owner"]],
+		"the owner": [true, 200, []],
+		"field missing": [null, 403, ["not_owner"]],
+	}
 	inp := _user("GET", "/customers/42", ["customers:read"])
 	m := authz.matched_route with input as inp
-	_denied(_decide(object.union(inp, {"route": object.union(m, {"params": {"customer_number": "43"}})})), 403, ["not_owner"])
+	d := _decide(object.union(inp, {"route": _with_caller_is_owner(m, tc[0])}))
+	d.status == tc[1]
+	d.reasons == tc[2]
 }
+
+# _with_caller_is_owner is route m with caller_is_owner x, or without the
+# field when x is null.
+_with_caller_is_owner(m, x) := object.remove(m, {"caller_is_owner"}) if x == null
+
+else := object.union(m, {"caller_is_owner": x})
 
 # Anything but matched == true, or input.route absent, is not a match.
 test_input_route_must_say_matched[note] if {

@@ -101,14 +101,20 @@ func newRouteOracle(t testing.TB, routes []any) *routeOracle {
 	return &routeOracle{engine: e, reference: pq}
 }
 
-// compare matches one request both ways and reports a difference. It
-// returns whether a route matched.
-func (o *routeOracle) compare(t testing.TB, method string, segs []string) bool {
+// compare matches one request both ways and reports a difference. claims
+// are the caller's (nil: no credential), which caller_is_owner compares
+// with the owner parameter. It returns whether a route matched.
+func (o *routeOracle) compare(t testing.TB, method string, segs []string, claims map[string]any) bool {
 	t.Helper()
 	ctx := context.Background()
 	in := policy.Input{
 		Request: &request.Request{Method: method, Path: "/" + strings.Join(segs, "/"), Segments: segs},
 		Status:  policy.StatusAbsent,
+	}
+	if claims != nil {
+		in.Status = policy.StatusValid
+		in.Credential = credential.Credential{Type: credential.TypeBearer, Placement: credential.PlacementHeader, Name: "authorization"}
+		in.Identity = &authn.Identity{Kind: authn.KindUser, Subject: "u", Claims: claims}
 	}
 	d, err := o.engine.Evaluate(ctx, in)
 	if err != nil {
@@ -129,7 +135,7 @@ func (o *routeOracle) compare(t testing.TB, method string, segs []string) bool {
 		reference = rs[0].Expressions[0].Value.(string)
 	}
 	if native != reference {
-		t.Fatalf("%s %q:\n native    %s\n reference %s", method, segs, native, reference)
+		t.Fatalf("%s %q, claims %v:\n native    %s\n reference %s", method, segs, claims, native, reference)
 	}
 	return native != noMatch
 }
@@ -189,7 +195,7 @@ func generateRoutes(rng *rand.Rand, n int) (routes []any, requests func() (strin
 		routes = append(routes, r)
 	}
 	reqMethods := []string{"GET", "PUT", "POST", "PATCH", "DELETE", "HEAD", "PURGE"}
-	values := append([]string{"42", "{p0}", "**", "*"}, words...)
+	values := append([]string{"42", "{p0}", "**", "*", "-7", "042", "1234567890123456"}, words...)
 	requests = func() (string, []string) {
 		var segs []string
 		if rng.IntN(10) == 0 {
@@ -217,6 +223,39 @@ func generateRoutes(rng *rand.Rand, n int) (routes []any, requests func() (strin
 		return reqMethods[rng.IntN(len(reqMethods))], segs
 	}
 	return routes, requests
+}
+
+// ownerClaims are claims for a caller of a request with segments segs:
+// the owner claims of the embedded table (customer_number) and of the
+// generated ones (owner), equal to one of the segments or not, as a string
+// or as a number.
+func ownerClaims(rng *rand.Rand, segs []string) map[string]any {
+	v := ownerValues[rng.IntN(len(ownerValues))]
+	if len(segs) > 0 && rng.IntN(2) == 0 {
+		v = segs[rng.IntN(len(segs))]
+	}
+	claim := any(v)
+	if n, ok := jsonNumber(v); ok && rng.IntN(2) == 0 {
+		claim = n
+	}
+	return map[string]any{"customer_number": claim, "owner": claim, "sub": "u"}
+}
+
+// ownerValues are values a claim and a path segment may hold: integers in
+// canonical form and not, and one of each length around the limit of 15
+// digits.
+var ownerValues = []string{"42", "42.0", "-7", "0", "-0", "042", "+42", "4e1", "4.2e1", "123456789012345", "1234567890123456", "x"}
+
+// jsonNumber returns s as a JSON number, when it is one.
+func jsonNumber(s string) (json.Number, bool) {
+	d := json.NewDecoder(strings.NewReader(s))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil || d.More() {
+		return "", false
+	}
+	n, ok := v.(json.Number)
+	return n, ok
 }
 
 // largeRoutes is n routes: n/5 services, each with the embedded table's
@@ -257,7 +296,9 @@ func TestNativeRouteMatchEqualsRegoReference(t *testing.T) {
 			"/customers", "/customers/42", "/customers/42/orders/7", "/admin", "/admin/x", "/administrator", "/Products", "/x/y/z"}
 		for _, p := range paths {
 			for _, m := range []string{"GET", "HEAD", "PUT", "PATCH", "DELETE", "POST", "PURGE", "get"} {
-				o.compare(t, m, strings.FieldsFunc(p, func(r rune) bool { return r == '/' }))
+				segs := strings.FieldsFunc(p, func(r rune) bool { return r == '/' })
+				o.compare(t, m, segs, nil)
+				o.compare(t, m, segs, ownerClaims(rng, segs))
 			}
 		}
 	})
@@ -269,9 +310,10 @@ func TestNativeRouteMatchEqualsRegoReference(t *testing.T) {
 			o := newRouteOracle(t, routes)
 			for range 300 / scale {
 				m, segs := requests()
-				if o.compare(t, m, segs) {
+				if o.compare(t, m, segs, nil) {
 					matched++
 				}
+				o.compare(t, m, segs, ownerClaims(rng, segs))
 				total++
 			}
 		}
@@ -290,32 +332,42 @@ func TestNativeRouteMatchEqualsRegoReference(t *testing.T) {
 		for _, s := range []int{0, 1, 977, 1998, 1999, 2000} { // 2000 does not exist
 			for _, p := range []string{"/customers/42/orders", "/public", "/products/7", "/admin/users", "/nowhere"} {
 				m := []string{"GET", "PATCH", "DELETE"}[rng.IntN(3)]
-				o.compare(t, m, strings.FieldsFunc(fmt.Sprintf("/svc%d%s", s, p), func(r rune) bool { return r == '/' }))
+				segs := strings.FieldsFunc(fmt.Sprintf("/svc%d%s", s, p), func(r rune) bool { return r == '/' })
+				o.compare(t, m, segs, ownerClaims(rng, segs))
 			}
 		}
 	})
 }
 
 // FuzzRouteMatch compares the native matcher with the Rego reference on
-// fuzzed requests, against the embedded table and a generated one.
+// fuzzed requests, against the embedded table and a generated one, for a
+// caller without a credential and one whose owner claims are claim, as a
+// string and, when claim is a JSON number, as that number.
 func FuzzRouteMatch(f *testing.F) {
-	for _, seed := range []struct{ method, path string }{
-		{"GET", "/customers/42/orders"}, {"PATCH", "/customers/42"}, {"GET", "/public"},
-		{"DELETE", "/admin/x/y"}, {"GET", "/products/7"}, {"get", "/products"}, {"GET", "/"},
-		{"GET", "//customers//42"}, {"PUT", "/a/b/c/d/e"}, {"GET", "/{p0}/**"}, {"*", "/v1/x.json"},
+	for _, seed := range []struct{ method, path, claim string }{
+		{"GET", "/customers/42/orders", "42"}, {"PATCH", "/customers/42", "42.0"}, {"GET", "/public", ""},
+		{"DELETE", "/admin/x/y", "x"}, {"GET", "/products/7", "7"}, {"get", "/products", ""}, {"GET", "/", ""},
+		{"GET", "//customers//42", "4.2e1"}, {"PUT", "/a/b/c/d/e", "b"}, {"GET", "/{p0}/**", "{p0}"}, {"*", "/v1/x.json", "-0"},
+		{"GET", "/customers/-7", "-7"}, {"GET", "/customers/042", "42"}, {"GET", "/customers/123456789012345", "123456789012345"},
 	} {
-		f.Add(seed.method, seed.path)
+		f.Add(seed.method, seed.path, seed.claim)
 	}
 	embedded := newRouteOracle(f, embeddedRoutes(f))
 	routes, _ := generateRoutes(rand.New(rand.NewPCG(3, 5)), 120)
 	generated := newRouteOracle(f, routes)
-	f.Fuzz(func(t *testing.T, method, path string) {
-		if !utf8.ValidString(method) || !utf8.ValidString(path) || len(path) > 512 {
+	f.Fuzz(func(t *testing.T, method, path, claim string) {
+		if !utf8.ValidString(method) || !utf8.ValidString(path) || !utf8.ValidString(claim) || len(path) > 512 || len(claim) > 64 {
 			t.Skip("outside the request contract")
 		}
 		segs := strings.FieldsFunc(path, func(r rune) bool { return r == '/' })
-		embedded.compare(t, method, segs)
-		generated.compare(t, method, segs)
+		claims := []map[string]any{nil, {"customer_number": claim, "owner": claim}}
+		if n, ok := jsonNumber(claim); ok {
+			claims = append(claims, map[string]any{"customer_number": n, "owner": n})
+		}
+		for _, c := range claims {
+			embedded.compare(t, method, segs, c)
+			generated.compare(t, method, segs, c)
+		}
 	})
 }
 

@@ -259,6 +259,19 @@ func (c *decisionCache) key(b []byte, in Input) (_ []byte, ok bool) {
 			b = field(b, 'V', req.Segments[p.Segment])
 		}
 	}
+	if rr.owner && c.routes.owners[m.Route] != nil {
+		// The one input field that depends on the claims: its value, so
+		// that a caller's requests for other customers' records share a
+		// key whatever the record.
+		claims, err := in.claims()
+		if err != nil {
+			return b, false
+		}
+		b = append(b, 'O', '0')
+		if c.routes.callerIsOwner(m, req.Segments, claims) {
+			b[len(b)-1] = '1'
+		}
+	}
 	return rr.reads.key(b, in)
 }
 
@@ -319,7 +332,9 @@ func (r reads) key(b []byte, in Input) (_ []byte, ok bool) {
 			b = field(b, 'f', string(sum[:6]))
 		}
 	}
-	if r.identity {
+	// input.route.caller_is_owner depends on the claims: a policy that
+	// reads input.route reads the identity too.
+	if r.identity || r.route {
 		id := in.identity()
 		switch {
 		case id == nil:

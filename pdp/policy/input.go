@@ -185,7 +185,7 @@ func (in Input) build(claims ast.Value, routes *routeTable, rd *reads) ast.Objec
 		items = append(items, ast.Item(keyIdentity, a.term(identityValue(a, id, claims))))
 	}
 	if routes != nil && rd.route {
-		items = append(items, ast.Item(keyRoute, routes.term(a, r.Method, r.Segments)))
+		items = append(items, ast.Item(keyRoute, routes.term(a, r.Method, r.Segments, claims)))
 	}
 	return ast.NewObject(items...)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -25,6 +26,7 @@ var (
 	keyIndex    = ast.StringTerm("index")
 	keyTemplate = ast.StringTerm("template")
 	keyParams   = ast.StringTerm("params")
+	keyOwner    = ast.StringTerm("caller_is_owner")
 
 	// noMatch is input.route when the table has no route for the request.
 	noMatch = ast.ObjectTerm(ast.Item(keyMatched, ast.BooleanTerm(false)))
@@ -39,6 +41,10 @@ type routeTable struct {
 	templates [][]*ast.Term    // per route and path: the template string
 	names     [][][]*ast.Term  // per route, path and parameter: its name
 	shapes    []routeShape     // per route: the fields its input.route has
+	// owners is, per route, the name of its owner parameter as a term (the
+	// claim of that name is compared with it), nil when the route has no
+	// owner or names one that is not a string.
+	owners []*ast.Term
 }
 
 // RouteTable reads the route table in a bundle's data
@@ -96,9 +102,13 @@ func compileRoutes(data map[string]any) (*routeTable, error) {
 		templates: make([][]*ast.Term, len(defs)),
 		names:     make([][][]*ast.Term, len(defs)),
 		shapes:    make([]routeShape, len(defs)),
+		owners:    make([]*ast.Term, len(defs)),
 	}
 	for i, obj := range defs {
 		rt.shapes[i] = shapeOf(obj)
+		if owner, ok := obj["owner"].(string); ok {
+			rt.owners[i] = ast.StringTerm(owner)
+		}
 		fixed := [][2]*ast.Term{
 			ast.Item(keyMatched, ast.BooleanTerm(true)),
 			ast.Item(keyIndex, ast.IntNumberTerm(i)),
@@ -157,8 +167,9 @@ func stringList(v any) ([]string, error) {
 }
 
 // term returns input.route for a request: the matched route, its template
-// and parameters, or {"matched": false}.
-func (rt *routeTable) term(a *arena, method string, segments []string) *ast.Term {
+// and parameters, whether the caller owns it (a route with an owner), or
+// {"matched": false}. claims are the visible identity's claims.
+func (rt *routeTable) term(a *arena, method string, segments []string, claims ast.Value) *ast.Term {
 	m, ok := rt.table.Match(method, segments)
 	if !ok {
 		return noMatch
@@ -169,11 +180,66 @@ func (rt *routeTable) term(a *arena, method string, segments []string) *ast.Term
 		params[k] = ast.Item(names[k], a.str(segments[p.Segment]))
 	}
 	fixed := rt.fixed[m.Route]
-	items := make([][2]*ast.Term, 0, len(fixed)+2)
+	items := make([][2]*ast.Term, 0, len(fixed)+3)
 	items = append(items, fixed...)
 	items = append(items,
 		ast.Item(keyTemplate, rt.templates[m.Route][m.Path]),
 		ast.Item(keyParams, a.term(ast.NewObject(params...))),
 	)
+	if rt.shapes[m.Route].has("owner") {
+		items = append(items, ast.Item(keyOwner, ast.InternedTerm(rt.callerIsOwner(m, segments, claims))))
+	}
 	return a.term(ast.NewObject(items...))
+}
+
+// callerIsOwner is input.route.caller_is_owner for a match of a route with
+// an owner: whether the caller's claim named by the route's owner equals
+// the path parameter of that name. A string claim equals the parameter
+// when it is the same string. A numeric claim (42, 42.0) equals it when the
+// parameter is an integer in canonical form of at most 15 digits ("42",
+// "-7"; not "042" or "+42") and the two are the same number, as Rego's ==
+// compares numbers. Anything else, no claims or an owner that is not a
+// parameter of the path, is false. The policy's Rego reference
+// (matched_route in policies/authz.rego) says the same, and the
+// differential tests hold the two equal.
+func (rt *routeTable) callerIsOwner(m route.Match, segments []string, claims ast.Value) bool {
+	owner := rt.owners[m.Route]
+	obj, ok := claims.(ast.Object)
+	if owner == nil || !ok {
+		return false
+	}
+	name := string(owner.Value.(ast.String))
+	param, found := "", false
+	for _, p := range m.Params {
+		if p.Name == name {
+			param, found = segments[p.Segment], true
+			break
+		}
+	}
+	claim := obj.Get(owner)
+	if !found || claim == nil {
+		return false
+	}
+	switch v := claim.Value.(type) {
+	case ast.String:
+		return string(v) == param
+	case ast.Number:
+		return canonicalInt(param) && ast.NumberCompare(v, ast.Number(param)) == 0
+	}
+	return false
+}
+
+// canonicalInt reports whether s is an integer of at most 15 digits
+// written as JSON writes it: no sign but a minus, no leading zero.
+func canonicalInt(s string) bool {
+	digits := strings.TrimPrefix(s, "-")
+	if digits == "" || len(digits) > 15 || (digits[0] == '0' && (len(digits) > 1 || len(s) > 1)) {
+		return false
+	}
+	for i := range len(digits) {
+		if digits[i] < '0' || digits[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,7 +62,8 @@ func TestEvaluateInputRoute(t *testing.T) {
 			`{"matched": true, "index": 0, "id": "public", "template": "/public/**", "params": {}, "methods": ["GET"], "sensitivity": "public"}`},
 		{"second path binds its params", get("/customers/42/orders/7"),
 			`{"matched": true, "index": 1, "template": "/customers/{customer_number}/orders/{order}", "params": {"customer_number": "42", "order": "7"},
-			  "methods": ["get", "PUT"], "sensitivity": "sensitive", "scopes": ["customers:read"], "roles": [], "owner": "customer_number"}`},
+			  "methods": ["get", "PUT"], "sensitivity": "sensitive", "scopes": ["customers:read"], "roles": [], "owner": "customer_number",
+			  "caller_is_owner": false}`},
 		{"no route", get("/nowhere"), `{"matched": false}`},
 		{"no route for the method", &request.Request{Method: "DELETE", Path: "/customers/42", Segments: []string{"customers", "42"}}, `{"matched": false}`},
 	}
@@ -73,6 +75,82 @@ func TestEvaluateInputRoute(t *testing.T) {
 			}
 			if got := routeOf(t, e, tc.req); !reflect.DeepEqual(got, want) {
 				t.Errorf("input.route = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestInputRouteCallerIsOwner: input.route.caller_is_owner, on routes
+// with an owner only, compares the caller's claim with the parameter the
+// owner names; policies/route_test.go holds it equal to the Rego
+// reference on generated and fuzzed requests.
+func TestInputRouteCallerIsOwner(t *testing.T) {
+	routes := append(slices.Clone(echoRoutes),
+		map[string]any{"methods": []any{"GET"}, "paths": []any{"/n/{x}"}, "sensitivity": "sensitive", "owner": 7},
+		map[string]any{"methods": []any{"GET"}, "paths": []any{"/z/{customer_number}", "/z2/{other}"}, "sensitivity": "sensitive", "owner": "customer_number"},
+	)
+	e := activeEngine(t, Options{}, testBundle("r1", routesData(routes...), "package tollgate.authz\n\n"+echoRoute))
+	user := func(claims map[string]any) Input {
+		return Input{
+			Credential: credential.Credential{Type: credential.TypeBearer, Placement: credential.PlacementHeader, Name: "authorization"},
+			Status:     StatusValid,
+			Identity:   &authn.Identity{Kind: authn.KindUser, Subject: "alice", Claims: claims},
+		}
+	}
+	precomputed := user(map[string]any{"customer_number": "42"})
+	precomputed.Identity.ClaimsValue = ast.MustParseTerm(`{"customer_number": "42"}`).Value
+	invalid := user(map[string]any{"customer_number": "42"})
+	invalid.Status = StatusInvalid
+	service := Input{
+		Credential: credential.Credential{Type: credential.TypeAPIKey, Placement: credential.PlacementHeader, Name: "x-api-key"},
+		Status:     StatusValid,
+		Identity:   &authn.Identity{Kind: authn.KindService, Subject: "billing", KeyID: "k1"},
+	}
+	tests := []struct {
+		name   string
+		caller Input
+		path   string
+		want   any // nil: the field is absent
+	}{
+		{"string claim, same string", user(map[string]any{"customer_number": "42"}), "/customers/42", true},
+		{"string claim, another customer", user(map[string]any{"customer_number": "42"}), "/customers/43", false},
+		{"claims converted by the verifier", precomputed, "/customers/42", true},
+		{"integer claim", user(map[string]any{"customer_number": json.Number("42")}), "/customers/42", true},
+		{"integral float claim", user(map[string]any{"customer_number": json.Number("42.0")}), "/customers/42", true},
+		{"float64 claim", user(map[string]any{"customer_number": float64(42)}), "/customers/42", true},
+		{"negative integer", user(map[string]any{"customer_number": json.Number("-7")}), "/customers/-7", true},
+		{"leading zero", user(map[string]any{"customer_number": json.Number("42")}), "/customers/042", false},
+		{"exponent in the path", user(map[string]any{"customer_number": json.Number("40")}), "/customers/4e1", false},
+		{"16 digits as a number", user(map[string]any{"customer_number": json.Number("1234567890123456")}), "/customers/1234567890123456", false},
+		{"16 digits as a string", user(map[string]any{"customer_number": "1234567890123456"}), "/customers/1234567890123456", true},
+		{"fraction", user(map[string]any{"customer_number": json.Number("42.5")}), "/customers/42", false},
+		{"boolean", user(map[string]any{"customer_number": true}), "/customers/true", false},
+		{"no such claim", user(map[string]any{"email": "42"}), "/customers/42", false},
+		{"invalid credential: no identity", invalid, "/customers/42", false},
+		{"anonymous", Input{Credential: credential.None(), Status: StatusAbsent}, "/customers/42", false},
+		{"API key: no claims", service, "/customers/42", false},
+		{"owner not a string", user(map[string]any{"x": "1", "7": "1"}), "/n/1", false},
+		{"owner not a parameter of this path", user(map[string]any{"customer_number": "42", "other": "42"}), "/z2/42", false},
+		{"owner a parameter of this path", user(map[string]any{"customer_number": "42"}), "/z/42", true},
+		{"route without an owner", user(map[string]any{"customer_number": "42"}), "/public/42", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.caller
+			in.Request = get(tc.path)
+			d, err := e.Evaluate(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var route map[string]any
+			if err := json.Unmarshal([]byte(d.Headers["x-route"]), &route); err != nil {
+				t.Fatal(err)
+			}
+			if route["matched"] != true {
+				t.Fatalf("no route matched: %v", route)
+			}
+			if got, ok := route["caller_is_owner"]; got != tc.want || ok != (tc.want != nil) {
+				t.Errorf("caller_is_owner = %v (present %t), want %v", got, ok, tc.want)
 			}
 		})
 	}
@@ -262,12 +340,13 @@ func BenchmarkInputRoute(b *testing.B) {
 			b.Fatal(err)
 		}
 		req := get(bc.path)
+		claims := ast.MustParseTerm(`{"customer_number": "42"}`).Value
 		b.Run(bc.name, func(b *testing.B) {
 			a := newArena(req, nil, true, true)
 			b.ReportAllocs()
 			for b.Loop() {
 				a.terms = nil // every term allocated, as when the arena is spent
-				_ = rt.term(a, req.Method, req.Segments)
+				_ = rt.term(a, req.Method, req.Segments, claims)
 			}
 		})
 	}

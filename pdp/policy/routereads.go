@@ -38,16 +38,20 @@ import (
 //     comparison, an element of a collection, iteration, the value of any
 //     other rule) reads input.route whole.
 //
-// Within a route, only input.route.template and input.route.params vary;
-// its other fields are the route's own, fixed by its index. So the key of
-// a matched request is the route's index, the template's index when the
-// policy reads the template, the parameters when it reads them, and the
-// other parts of the input that shape reads. Anything the analysis does
+// Within a route, only input.route.template, input.route.params and
+// input.route.caller_is_owner vary; its other fields are the route's own,
+// fixed by its index. So the key of a matched request is the route's
+// index, the template's index when the policy reads the template, the
+// parameters when it reads them, whether the caller owns the route when it
+// reads that, and the other parts of the input that shape reads. Anything the analysis does
 // not model (a `with` modifier, a rule whose head is a general reference)
 // leaves the whole-policy key in place.
 type routeReads struct {
 	reads            // the other parts; reads.route is unused
 	template, params bool
+	// owner: the policy reads input.route.caller_is_owner, which varies
+	// with the parameters and the claims.
+	owner bool
 }
 
 // routeShape records which fields input.route has: shapeMatched for a
@@ -76,6 +80,8 @@ func (s routeShape) has(field string) bool {
 		return true
 	case "index", "template", "params":
 		return s&shapeMatched != 0
+	case "caller_is_owner":
+		return s.has("owner")
 	}
 	i := slices.Index(routeFields, field)
 	return i >= 0 && s&shapeMatched != 0 && s&(1<<i) != 0
@@ -139,7 +145,10 @@ func (a *routeAnalyzer) fail(why string) {
 	}
 }
 
-func (a *routeAnalyzer) whole() { a.out.template, a.out.params = true, true }
+func (a *routeAnalyzer) whole() {
+	a.out.template, a.out.params = true, true
+	a.out.owner = a.shape.has("caller_is_owner")
+}
 
 // body walks b's expressions in order and reports whether all of them may
 // succeed; it stops after one that cannot.
@@ -390,6 +399,8 @@ func (a *routeAnalyzer) ref(ref ast.Ref, env map[ast.Var]bool) {
 		a.out.params = true
 	case f == "template":
 		a.out.template = true
+	case f == "caller_is_owner":
+		a.out.owner = a.shape.has("caller_is_owner")
 	}
 }
 

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -29,7 +30,8 @@ func routeTestData() map[string]any {
 
 // routeTestPolicies are policies that reach input.route in every way the
 // route analysis tells apart. want gives, per route id and "unmatched",
-// which of params (p) and template (t) the key holds; "" is neither, and
+// which of params (p), template (t) and caller_is_owner (o) the key holds;
+// "" is none, and
 // a nil want means the analysis must give up (the whole-policy key).
 var routeTestPolicies = []struct {
 	name string
@@ -46,6 +48,21 @@ decision := {"allow": true, "status": 200, "reasons": [], "headers": {"o": v}} i
 		want: map[string]string{"a": "", "b": "p", "c": "", "unmatched": ""},
 	},
 	{
+		name: "caller_is_owner instead of the parameters",
+		body: `route := input.route if input.route.matched
+decision := {"allow": true, "status": 200, "reasons": [], "headers": {"u": input.identity.subject}} if {
+	route.owner
+	route.caller_is_owner
+} else := {"allow": false, "status": 403, "reasons": ["x"], "headers": {}}`,
+		want: map[string]string{"a": "", "b": "o", "c": "", "unmatched": ""},
+	},
+	{
+		name: "caller_is_owner, and no other part of the identity",
+		body: `decision := {"allow": true, "status": 200, "reasons": [], "headers": {}} if input.route.caller_is_owner
+else := {"allow": false, "status": 403, "reasons": ["x"], "headers": {}}`,
+		want: map[string]string{"a": "", "b": "o", "c": "", "unmatched": ""},
+	},
+	{
 		name: "the default policy's shape: an else that needs no input.route is dead",
 		body: `route := input.route if {
 	input.route.matched == true
@@ -58,13 +75,13 @@ decision := {"allow": route.sensitivity == "public", "status": 200, "reasons": [
 	{
 		name: "a built-in reads the route whole",
 		body: `decision := {"allow": true, "status": 200, "reasons": [], "headers": {"j": json.marshal(input.route)}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "an alias passed to a built-in",
 		body: `route := input.route
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"n": sprintf("%d", [count(route)]), "j": json.marshal(route)}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "the template",
@@ -72,7 +89,7 @@ decision := {"allow": true, "status": 200, "reasons": [], "headers": {"n": sprin
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"t": object.get(route, "template", "none")}} if route.id
 else := {"allow": true, "status": 200, "reasons": [], "headers": {"t": route.template}}`,
 		// Unmatched, route.id is missing: only the else runs.
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "t"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "t"},
 	},
 	{
 		name: "a field through a local variable, and in a comprehension",
@@ -96,27 +113,27 @@ decision := {"allow": true, "status": 200, "reasons": [], "headers": {"x": f(rou
 		name: "iterating over the route, and comparing it",
 		body: `route := input.route
 decision := {"allow": route == {"matched": false}, "status": 200, "reasons": [], "headers": {"k": concat(",", [sprintf("%v", [v]) | some v in route])}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "a default makes a rule no alias",
 		body: `default route := {"params": {}}
 route := input.route if input.route.matched
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"n": sprintf("%d", [count(route.params)])}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "an else with another value makes a rule no alias",
 		body: `route := input.route if input.route.matched
 else := {"params": {"x": "none"}}
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"x": object.get(route.params, "x", "-")}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "the route in a set",
 		body: `s contains r if r := input.route
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"n": json.marshal(s)}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "a variable bound before is compared, not bound",
@@ -124,7 +141,7 @@ decision := {"allow": true, "status": 200, "reasons": [], "headers": {"n": json.
 	r := {"matched": true, "index": 0, "id": "a", "methods": ["GET"], "sensitivity": "public", "template": "/a/{x}", "params": {"x": "1"}}
 	r = input.route
 } else := {"allow": false, "status": 403, "reasons": [], "headers": {}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "a missing field in a comprehension leaves the expression alive",
@@ -146,7 +163,7 @@ decision := {"allow": true, "status": 200, "reasons": [], "headers": {"p": json.
 		name: "the package read whole holds the alias",
 		body: `import data.tollgate.lib
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"n": json.marshal(lib)}}`,
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": "pt"},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": "pt"},
 	},
 	{
 		name: "a function with a default, given a missing field",
@@ -179,7 +196,7 @@ f({"params": p}) := json.marshal(p)
 decision := {"allow": true, "status": 200, "reasons": [], "headers": {"p": f(route)}} if route.id
 else := {"allow": false, "status": 403, "reasons": [], "headers": {}}`,
 		// Unmatched, route.id is missing: f is never called.
-		want: map[string]string{"a": "pt", "b": "pt", "c": "pt", "unmatched": ""},
+		want: map[string]string{"a": "pt", "b": "pto", "c": "pt", "unmatched": ""},
 	},
 	{
 		name: "with gives up",
@@ -231,6 +248,9 @@ func TestRouteReads(t *testing.T) {
 				if rr.template {
 					s += "t"
 				}
+				if rr.owner {
+					s += "o"
+				}
 				return s
 			}
 			got := map[string]string{"unmatched": parts(c.unmatched)}
@@ -246,10 +266,11 @@ func TestRouteReads(t *testing.T) {
 	}
 }
 
-// TestRouteReadsOfTheDefaultPolicy: with the default policy, a route
-// without an owner keys no parameter, and no route keys the path, so
-// /products/7 and /products/8 share a decision and /customers/7 and
-// /customers/8 do not.
+// TestRouteReadsOfTheDefaultPolicy: with the default policy, no route
+// keys a parameter or the path, and a route with an owner keys whether the
+// caller owns it: /products/7 and /products/8 share a decision, and so do
+// customer 42's requests for /customers/7 and /customers/8, but not for
+// /customers/42.
 func TestRouteReadsOfTheDefaultPolicy(t *testing.T) {
 	ctx := context.Background()
 	b, err := bundles.Load(ctx, "embedded")
@@ -268,8 +289,8 @@ func TestRouteReadsOfTheDefaultPolicy(t *testing.T) {
 	for i, def := range defs {
 		_, owner := def["owner"]
 		rr := c.byRoute[i]
-		if rr.params != owner || rr.template || rr.method || rr.path {
-			t.Errorf("route %v: params %t template %t method %t path %t; want params only with an owner", def["id"], rr.params, rr.template, rr.method, rr.path)
+		if rr.owner != owner || rr.params || rr.template || rr.method || rr.path {
+			t.Errorf("route %v: owner %t params %t template %t method %t path %t; want the owner only with an owner", def["id"], rr.owner, rr.params, rr.template, rr.method, rr.path)
 		}
 	}
 	key := func(target string) string {
@@ -283,8 +304,11 @@ func TestRouteReadsOfTheDefaultPolicy(t *testing.T) {
 	if key("/products/7") != key("/products/8") {
 		t.Error("/products/7 and /products/8 have different keys")
 	}
-	if key("/customers/7") == key("/customers/8") {
-		t.Error("/customers/7 and /customers/8 have one key")
+	if key("/customers/7") != key("/customers/8") {
+		t.Error("customer 42's /customers/7 and /customers/8 have different keys")
+	}
+	if key("/customers/42") == key("/customers/7") {
+		t.Error("customer 42's /customers/42 and /customers/7 have one key")
 	}
 	if key("/products/7") == key("/customers/7") {
 		t.Error("two routes have one key")
@@ -351,10 +375,15 @@ func randomRouteInput(rng *rand.Rand) Input {
 	in := Input{Request: req, Credential: credential.None(), Status: StatusAbsent}
 	if rng.IntN(2) == 0 {
 		customer := pick("1", "2")
+		// the owner claim as a string or a number: either may own /b/1
+		var claim any = customer
+		if rng.IntN(3) == 0 {
+			claim = json.Number(customer)
+		}
 		in.Credential = credential.Credential{Type: credential.TypeBearer, Placement: credential.PlacementHeader, Name: "authorization", Secret: credential.NewSecret("t")}
 		in.Status = StatusValid
-		in.Identity = &authn.Identity{Kind: authn.KindUser, Subject: "u" + customer, Claims: map[string]any{"y": customer},
-			ContentKey: fmt.Sprintf("jwt:%s", customer), Scopes: strings.Fields(pick("s", ""))}
+		in.Identity = &authn.Identity{Kind: authn.KindUser, Subject: "u" + customer, Claims: map[string]any{"y": claim},
+			ContentKey: fmt.Sprintf("jwt:%T:%s", claim, customer), Scopes: strings.Fields(pick("s", ""))}
 	}
 	return in
 }
