@@ -241,7 +241,7 @@ func (e *Engine) Activate(ctx context.Context, b *bundle.Bundle) error {
 
 // cacheAttrs say how the decision cache is keyed: "off", by the whole
 // policy's reads, or by route (with how many routes key their path
-// parameters).
+// parameters, and how many key input.route.caller_is_owner).
 func (p *program) cacheAttrs() []slog.Attr {
 	switch {
 	case p.cache == nil:
@@ -249,13 +249,17 @@ func (p *program) cacheAttrs() []slog.Attr {
 	case p.cache.byRoute == nil:
 		return []slog.Attr{slog.String("decision_cache_key", "policy")}
 	}
-	params := 0
+	params, owner := 0, 0
 	for _, rr := range p.cache.byRoute {
 		if rr.params {
 			params++
 		}
+		if rr.owner {
+			owner++
+		}
 	}
-	return []slog.Attr{slog.String("decision_cache_key", "route"), slog.Int("routes_keyed_by_params", params)}
+	return []slog.Attr{slog.String("decision_cache_key", "route"),
+		slog.Int("routes_keyed_by_params", params), slog.Int("routes_keyed_by_owner", owner)}
 }
 
 // compile builds the program for b without touching the active one, and
