@@ -193,7 +193,7 @@ func TestDefaultCasesCoverTheRouteTable(t *testing.T) {
 		if !ok {
 			continue
 		}
-		route := ev.Route(in.Request.Method, in.Request.Segments)
+		route := ev.Route(in.Request.Method, in.Request.Segments, nil)
 		id, _ := route["id"].(string)
 		if d.Allow {
 			allowed[id] = true

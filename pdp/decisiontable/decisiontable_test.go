@@ -160,36 +160,49 @@ func TestRunnerCompare(t *testing.T) {
 // one policy.Engine adds, for the same bundle and request (the echo policy
 // prints it in a header in both).
 func TestEvaluatorRouteMatchesEngine(t *testing.T) {
-	for _, routes := range [][]any{echoRoutes, nil} {
+	// A route with an owner: caller_is_owner compares a caller's claim.
+	owned := append([]any{map[string]any{"id": "o", "methods": []any{"GET"}, "paths": []any{"/o/{n}"}, "sensitivity": "sensitive", "owner": "n"}}, echoRoutes...)
+	callers := []Credential{
+		{},
+		{Kind: "jwt", Sub: "u", Claims: map[string]any{"n": "1"}},
+		{Kind: "jwt", Sub: "u", Claims: map[string]any{"n": 2}},
+	}
+	owns := map[bool]int{}
+	for _, routes := range [][]any{echoRoutes, owned, nil} {
 		b := echoBundle(routes)
 		r := newTestRunner(t, b, Options{})
 		ev, err := NewEvaluator(context.Background(), b, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, target := range []string{"/a/1", "/a", "/a/1/2", "/b", "/", "/a/b%20c"} {
+		for _, target := range []string{"/a/1", "/a", "/a/1/2", "/b", "/", "/a/b%20c", "/o/1", "/o/2"} {
 			for _, method := range []string{"GET", "POST"} {
-				raw, err := r.Request(Case{Name: "c", Method: method, Path: target})
-				if err != nil {
-					t.Fatal(err)
-				}
-				d, in, ok := r.Decide(context.Background(), raw)
-				if !ok {
-					t.Fatalf("%s %s: refused", method, target)
-				}
-				doc, err := InputDocument(in)
-				if err != nil {
-					t.Fatal(err)
-				}
-				o, err := ev.Evaluate(context.Background(), doc, true)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if o.Decision.Headers["route"] != d.Headers["route"] {
-					t.Errorf("%s %s: evaluator route %s, engine route %s", method, target, o.Decision.Headers["route"], d.Headers["route"])
-				}
-				if o.Decision.PolicyRevision != "echo-1" || o.Checks == nil && method == "DELETE" {
-					t.Errorf("outcome %+v", o)
+				for _, caller := range callers {
+					raw, err := r.Request(Case{Name: "c", Method: method, Path: target, Credential: caller})
+					if err != nil {
+						t.Fatal(err)
+					}
+					d, in, ok := r.Decide(context.Background(), raw)
+					if !ok {
+						t.Fatalf("%s %s: refused", method, target)
+					}
+					doc, err := InputDocument(in)
+					if err != nil {
+						t.Fatal(err)
+					}
+					o, err := ev.Evaluate(context.Background(), doc, true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if o.Decision.Headers["route"] != d.Headers["route"] {
+						t.Errorf("%s %s: evaluator route %s, engine route %s", method, target, o.Decision.Headers["route"], d.Headers["route"])
+					}
+					if o.Decision.PolicyRevision != "echo-1" || o.Checks == nil && method == "DELETE" {
+						t.Errorf("outcome %+v", o)
+					}
+					if strings.HasPrefix(target, "/o/") && len(routes) == len(owned) {
+						owns[strings.Contains(o.Decision.Headers["route"], `"caller_is_owner": true`)]++
+					}
 				}
 			}
 		}
@@ -202,6 +215,11 @@ func TestEvaluatorRouteMatchesEngine(t *testing.T) {
 		if err != nil || strings.Contains(o.Decision.Headers["route"], "forged") {
 			t.Errorf("forged route kept: %v %v", err, o.Decision.Headers)
 		}
+	}
+	// GET /o/1 by the caller whose n is "1", and GET /o/2 by the one whose
+	// n is 2: the others are not the owner.
+	if owns[true] != 2 || owns[false] != 2*2*len(callers)-2 {
+		t.Errorf("caller_is_owner true %d times, false %d times; want 2 and %d", owns[true], owns[false], 2*2*len(callers)-2)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/tollgate/tollgate/pdp/decision"
 	"github.com/tollgate/tollgate/pdp/policy"
-	"github.com/tollgate/tollgate/pdp/route"
 )
 
 // Queries an Evaluator asks besides the decision, to explain it. Each is
@@ -37,8 +35,7 @@ var (
 type Evaluator struct {
 	compiler *ast.Compiler
 	store    storage.Store
-	routes   *route.Table
-	defs     []map[string]any
+	routes   *policy.Routes
 	query    rego.PreparedEvalQuery
 	revision string
 }
@@ -73,7 +70,9 @@ func NewEvaluator(ctx context.Context, b *bundle.Bundle, caps *ast.Capabilities)
 		data = map[string]any{}
 	}
 	e := &Evaluator{compiler: c, store: inmem.NewFromObject(data), revision: b.Manifest.Revision}
-	e.defs, e.routes = routeTable(data)
+	// A table the matcher does not take leaves the policy to match routes
+	// itself, as under policy.Engine.
+	e.routes, _ = policy.CompileRoutes(data)
 	var err error
 	e.query, err = rego.New(rego.Query(policy.DefaultQuery), rego.Compiler(c), rego.Store(e.store)).PrepareForEval(ctx)
 	if err != nil {
@@ -84,21 +83,6 @@ func NewEvaluator(ctx context.Context, b *bundle.Bundle, caps *ast.Capabilities)
 
 // Revision is the bundle's manifest revision.
 func (e *Evaluator) Revision() string { return e.revision }
-
-// routeTable reads (policy.RouteTable) and compiles data.tollgate.routes;
-// nil when the bundle has none or the matcher does not take it (the policy
-// then matches routes itself, as under policy.Engine).
-func routeTable(data map[string]any) ([]map[string]any, *route.Table) {
-	defs, routes, err := policy.RouteTable(data)
-	if defs == nil || err != nil {
-		return nil, nil
-	}
-	t, err := route.Compile(routes)
-	if err != nil {
-		return nil, nil
-	}
-	return defs, t
-}
 
 func stringList(v any) []string {
 	list, _ := v.([]any)
@@ -111,38 +95,17 @@ func stringList(v any) []string {
 	return out
 }
 
-// routeFields are copied from the route into input.route, as policy.Engine
-// copies them.
-var routeFields = []string{"id", "methods", "sensitivity", "scopes", "roles", "owner"}
-
-// Route is input.route for a request: the route of the bundle's table
-// that matches method and segments, or {"matched": false}; nil when the
-// bundle has no table the matcher takes.
-func (e *Evaluator) Route(method string, segments []string) map[string]any {
+// Route is input.route for a request, as JSON: the route of the bundle's
+// table that matches method and segments, or {"matched": false}; nil when
+// the bundle has no table the matcher takes. claims are the caller's
+// (input.identity.claims; nil for none).
+func (e *Evaluator) Route(method string, segments []string, claims ast.Value) map[string]any {
 	if e.routes == nil {
 		return nil
 	}
-	m, ok := e.routes.Match(method, segments)
-	if !ok {
-		return map[string]any{"matched": false}
-	}
-	def := e.defs[m.Route]
-	out := map[string]any{"matched": true, "index": json.Number(strconv.Itoa(m.Route))}
-	for _, f := range routeFields {
-		if v, ok := def[f]; ok {
-			out[f] = v
-		}
-	}
-	paths := stringList(def["paths"])
-	if m.Path < len(paths) {
-		out["template"] = paths[m.Path]
-	}
-	params := map[string]any{}
-	for _, p := range m.Params {
-		params[p.Name] = segments[p.Segment]
-	}
-	out["params"] = params
-	return out
+	r, _ := ast.JSON(e.routes.Route(method, segments, claims))
+	m, _ := r.(map[string]any)
+	return m
 }
 
 // Outcome is a decision and what explains it.
@@ -171,14 +134,23 @@ func (e *Evaluator) Evaluate(ctx context.Context, in map[string]any, explain boo
 			doc[k] = v
 		}
 	}
-	req, _ := doc["request"].(map[string]any)
-	method, _ := req["method"].(string)
-	if r := e.Route(method, stringList(req["segments"])); r != nil {
-		doc["route"] = r
-	}
 	val, err := ast.InterfaceToValue(doc)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("input: %w", err)
+	}
+	if e.routes != nil {
+		obj := val.(ast.Object)
+		var claims ast.Value
+		if c, err := obj.Find(ast.Ref{ast.StringTerm("identity"), ast.StringTerm("claims")}); err == nil {
+			claims = c
+		}
+		req, _ := doc["request"].(map[string]any)
+		method, _ := req["method"].(string)
+		r := e.routes.Route(method, stringList(req["segments"]), claims)
+		obj.Insert(ast.StringTerm("route"), ast.NewTerm(r))
+		if doc["route"], err = ast.JSON(r); err != nil {
+			return Outcome{}, fmt.Errorf("input.route: %w", err)
+		}
 	}
 	out := Outcome{Input: doc}
 	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(val))

@@ -89,6 +89,30 @@ func RouteTable(data map[string]any) ([]map[string]any, []route.Route, error) {
 	return defs, routes, nil
 }
 
+// Routes is a bundle's route table compiled as Engine compiles it, for
+// tools that build input documents themselves (the offline evaluator of
+// pdp/decisiontable), so that their input.route is the engine's.
+type Routes struct{ rt *routeTable }
+
+// CompileRoutes compiles the route table in a bundle's data. It returns
+// nil, nil when the bundle has no table, and RouteTable's error when the
+// table is not one the matcher understands.
+func CompileRoutes(data map[string]any) (*Routes, error) {
+	rt, err := compileRoutes(data)
+	if rt == nil || err != nil {
+		return nil, err
+	}
+	return &Routes{rt: rt}, nil
+}
+
+// Route returns input.route for a request, as Engine builds it: the route
+// that matches method and segments, or {"matched": false}. claims are the
+// caller's visible claims (input.identity.claims, an ast.Object; nil for a
+// caller without any), which caller_is_owner compares.
+func (r *Routes) Route(method string, segments []string, claims ast.Value) ast.Value {
+	return r.rt.term(&arena{}, method, segments, claims).Value
+}
+
 // compileRoutes compiles the route table in a bundle's data. It returns
 // nil, nil when the bundle has no table, and RouteTable's error when the
 // table is not one the matcher understands.
